@@ -1,0 +1,55 @@
+"""Evaluate an exported checkpoint on a split, through the Predictor (the serving path, not the trainer's).
+
+Owns batching images through ``Predictor.preprocess`` and ``Predictor.predict_logits`` and turning the logits
+into ``metrics.compute_metrics``. Unreadable images stop the evaluation with a list: a metric computed on a
+silently smaller set would not be the metric it claims to be.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mura_mt.io import InvalidImageError
+from mura_mt.metrics import compute_metrics
+from mura_mt.predictor import Predictor
+
+
+def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 32,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(part_logits [N, 7], anomaly_logits [N, 7]) for every row of an index table."""
+    paths = table["path"].tolist()
+    failures: dict[str, str] = {}
+
+    def prepare(path: str) -> torch.Tensor | None:
+        try:
+            return predictor.preprocess(path)
+        except InvalidImageError as err:
+            failures[path] = str(err)
+            return None
+
+    parts, anomalies = [], []
+    with ThreadPoolExecutor() as pool, tqdm(total=len(paths), desc="evaluate", disable=not progress) as bar:
+        for start in range(0, len(paths), batch_size):
+            tensors = list(pool.map(prepare, paths[start : start + batch_size]))
+            if failures:
+                first = "; ".join(f"{p}: {why}" for p, why in list(failures.items())[:5])
+                raise InvalidImageError(f"{len(failures)} unreadable images; first: {first}")
+            out = predictor.predict_logits(torch.cat(tensors))
+            parts.append(out.part_logits)
+            anomalies.append(out.anomaly_logits)
+            bar.update(len(tensors))
+    return torch.cat(parts).numpy(), torch.cat(anomalies).numpy()
+
+
+def evaluate_checkpoint(predictor: Predictor, table: pd.DataFrame, batch_size: int = 32,
+                        progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Metrics of both gates with the checkpoint's calibration and thresholds, and the study predictions."""
+    part_logits, anomaly_logits = predict_table(predictor, table, batch_size, progress)
+    part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()
+    anomaly_probs = predictor.calibration.probs(anomaly_logits)
+    return compute_metrics(table, part_probs, anomaly_probs, np.asarray(predictor.calibration.threshold))

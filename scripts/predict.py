@@ -1,0 +1,108 @@
+"""Predict files, folders or a MURA CSV: python scripts/predict.py --checkpoint CKPT INPUT... --out FILE.csv.
+
+Views in the same folder form one study (the part is decided once for the study). Writes one row per image:
+path, study, body_part, part_prob, abnormal_prob, is_abnormal, study_abnormal_prob, study_is_abnormal,
+warnings (and the error for unreadable files, which are reported, never skipped silently). With --cam-dir,
+also writes Grad-CAM overlays. Under `accelerate launch` the studies are sharded over the processes and the
+main process writes the one CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from mura_mt.explain import overlay
+from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.predictor import Predictor
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
+
+
+def collect_studies(inputs: list[str]) -> dict[str, list[str]]:
+    """Study folder -> image paths, from files, folders (recursively) and MURA/plain CSVs."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("._"))
+        elif item.suffix.lower() == ".csv":
+            first = item.read_text().splitlines()[0]
+            if first.startswith("MURA-v1.1/"):  # official header-less image list, relative to MURA's parent
+                paths += [item.parent.parent / line.strip() for line in item.read_text().splitlines() if line.strip()]
+            else:
+                paths += [Path(p) if Path(p).is_absolute() else item.parent / p for p in pd.read_csv(item)["path"]]
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise SystemExit(f"input not found: {item}")
+    studies: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        studies[str(path.parent)].append(str(path))
+    return dict(studies)
+
+
+def predict_study_rows(predictor: Predictor, study: str, paths: list[str], body_part: str | None,
+                       cam_dir: Path | None) -> list[dict]:
+    readable, rows = [], []
+    for path in paths:
+        try:
+            readable.append((path, load_radiograph(path)))
+        except InvalidImageError as err:
+            rows.append({"path": path, "study": study, "error": str(err)})
+    if not readable:
+        return rows
+    result = predictor.predict_study([image for _, image in readable], body_part, explain=cam_dir is not None)
+    for (path, image), view in zip(readable, result.views):
+        rows.append({"path": path, "study": study, "body_part": result.body_part,
+                     "part_prob": result.part_probs[result.body_part], "abnormal_prob": view.abnormal_prob,
+                     "is_abnormal": view.is_abnormal, "study_abnormal_prob": result.abnormal_prob,
+                     "study_is_abnormal": result.is_abnormal, "gated_by": result.gated_by,
+                     "warnings": " | ".join(view.warnings), "error": ""})
+        if cam_dir is not None:
+            name = "_".join(Path(path).with_suffix("").parts[-3:]) + "_cam.png"
+            overlay(image, view.heatmap).save(cam_dir / name)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("inputs", nargs="+", help="image files, folders or CSVs")
+    parser.add_argument("--out", required=True, help="CSV to write")
+    parser.add_argument("--body-part", default=None, help="gate every study by this part instead of the predicted one")
+    parser.add_argument("--cam-dir", default=None, help="write Grad-CAM overlay PNGs here")
+    args = parser.parse_args(argv)
+
+    state = PartialState()
+    studies = collect_studies(args.inputs)
+    predictor = Predictor.from_pretrained(args.checkpoint, device=state.device)
+    cam_dir = Path(args.cam_dir) if args.cam_dir else None
+    if cam_dir:
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    rows: list[dict] = []
+    with state.split_between_processes(sorted(studies)) as mine:
+        for study in tqdm(mine, desc="predict", disable=not state.is_local_main_process):
+            rows += predict_study_rows(predictor, study, studies[study], args.body_part, cam_dir)
+    part_file = out.with_name(f".{out.name}.rank{state.process_index}")
+    pd.DataFrame(rows).to_csv(part_file, index=False)
+    state.wait_for_everyone()
+    table = pd.DataFrame()
+    if state.is_main_process:
+        parts = [out.with_name(f".{out.name}.rank{r}") for r in range(state.num_processes)]
+        table = pd.concat([pd.read_csv(p) for p in parts if p.stat().st_size > 1], ignore_index=True)
+        table.to_csv(out, index=False)
+        for p in parts:
+            p.unlink()
+        failed = int(table["error"].fillna("").astype(bool).sum()) if "error" in table else 0
+        print(f"wrote {len(table)} rows for {len(studies)} studies to {out}" + (f"; {failed} unreadable" if failed else ""))
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Training end to end: in-process fit, export round trip, resume, guards, a second architecture."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from PIL import Image
+from safetensors.torch import load_file
+
+from mura_mt.checkpoint import CheckpointError, load_checkpoint
+from mura_mt.config import load_config
+from mura_mt.data import MuraIndexError, read_mura_index
+from mura_mt.model import MultiTaskNet
+from mura_mt.training import fit
+from tests.conftest import REPO, smoke_overrides
+
+
+def _fit(data_root, out, *extra, resume=False):
+    cfg = load_config(REPO / "configs/smoke.yaml", smoke_overrides(data_root, out, *extra))
+    accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0))
+    return fit(cfg, accelerator, resume=resume)
+
+
+def test_run_leaves_best_metrics_and_log(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["world_size"] == 1 and len(metrics["history"]) == 2
+    assert len((trained_run / "log.jsonl").read_text().splitlines()) == 2
+    config = json.loads((trained_run / "best/config.json").read_text())
+    assert set(config["calibration"]) == {"elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist"}
+    assert {"predicted_gate", "true_gate", "part_accuracy"} <= set(config["metrics"])
+    assert config["command"] and config["preprocessing"]["image_size"] == 64
+
+
+def test_export_loads_back_with_identical_outputs(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    model, _ = load_checkpoint(trained_run / "best")
+    reference = MultiTaskNet("resnet18")
+    reference.load_state_dict(load_file(trained_run / f"state/epoch_{metrics['best_epoch']:04d}/model.safetensors"))
+    reference.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x).anomaly_logits, reference(x).anomaly_logits)
+
+
+def test_tampered_or_pickled_weights_are_refused(trained_run, tmp_path):
+    import shutil
+
+    ckpt = shutil.copytree(trained_run / "best", tmp_path / "ckpt")
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(ckpt)
+    (ckpt / "model.safetensors").unlink()
+    torch.save({"weights": 1}, ckpt / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickled weights are not loaded"):
+        load_checkpoint(ckpt)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, trained_run, tmp_path):
+    """Stop after epoch 0, resume: epoch 1's weights equal those of the uninterrupted run."""
+    _fit(synthetic_root, tmp_path, "train.stop_after_epochs=1")
+    assert not (tmp_path / "state/epoch_0001").exists()
+    summary = _fit(synthetic_root, tmp_path, resume=True)
+    assert len(summary["history"]) == 2
+    resumed = load_file(tmp_path / "state/epoch_0001/model.safetensors")
+    straight = load_file(trained_run / "state/epoch_0001/model.safetensors")
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
+
+def test_incomplete_state_is_ignored_on_resume(synthetic_root, tmp_path):
+    _fit(synthetic_root, tmp_path, "train.stop_after_epochs=1")
+    (tmp_path / "state/epoch_0000/COMPLETE").unlink()  # as if killed during save_state
+    summary = _fit(synthetic_root, tmp_path, "train.epochs=1", resume=True)
+    assert [h["epoch"] for h in summary["history"]] == [0]  # started over rather than trusting a partial state
+
+
+def test_exploding_learning_rate_stops_without_a_nan_export(synthetic_root, tmp_path):
+    with pytest.raises(FloatingPointError, match="lower train.lr"):
+        _fit(synthetic_root, tmp_path, "train.lr=1e30", "train.warmup_epochs=0")
+    if (tmp_path / "best").exists():
+        model, _ = load_checkpoint(tmp_path / "best")
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_unreadable_images_abort_with_a_list(mura_copy, tmp_path):
+    table = read_mura_index(mura_copy, "train")
+    broken = table["path"][5]
+    open(broken, "wb").write(open(broken, "rb").read()[:200])  # truncated PNG
+    with pytest.raises(MuraIndexError, match="1 unreadable images") as err:
+        _fit(mura_copy, tmp_path / "run", "data.kind=mura")
+    assert "quarantine" in str(err.value)
+
+
+def test_unreadable_images_under_the_limit_are_quarantined(mura_copy, tmp_path):
+    table = read_mura_index(mura_copy, "train")
+    broken = table["path"][5]
+    Image.new("L", (4, 4)).save(broken)  # too small to be a radiograph
+    _fit(mura_copy, tmp_path / "run", "data.kind=mura", "data.max_bad_images=1", "train.epochs=1")
+    quarantined = {**json.loads((tmp_path / "run/quarantine-train.json").read_text())} if (tmp_path / "run/quarantine-train.json").exists() else {}
+    quarantined.update(json.loads((tmp_path / "run/quarantine-val.json").read_text()) if (tmp_path / "run/quarantine-val.json").exists() else {})
+    assert list(quarantined) == [broken]
+
+
+def test_second_architecture_trains_end_to_end(synthetic_root, tmp_path):
+    _fit(synthetic_root, tmp_path, "model.backbone=mobilenetv3_small_050", "train.epochs=1")
+    model, config = load_checkpoint(tmp_path / "best")
+    assert config["model"]["backbone"] == "mobilenetv3_small_050"
+    with torch.no_grad():
+        assert np.isfinite(model(torch.randn(1, 3, 64, 64)).anomaly_logits.numpy()).all()
