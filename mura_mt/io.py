@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,11 @@ def load_radiograph(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -
         raise InvalidImageError("the file is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise InvalidImageError(f"the file is larger than {limits.max_bytes // 2**20} MB")
-    if data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC):
+    if data.startswith(PNG_MAGIC):
+        if len(data) >= 24 and data[12:16] == b"IHDR":  # read the declared size ourselves: clearer than Pillow
+            _check_geometry(*struct.unpack(">II", data[16:24]), limits)
+        return _decode_pil(data, limits)
+    if data.startswith(JPEG_MAGIC):
         return _decode_pil(data, limits)
     if len(data) >= 132 and data[128:132] == b"DICM":
         from mura_mt.dicom import decode_dicom  # pydicom is imported only when a DICOM file arrives

@@ -1,0 +1,39 @@
+"""The command-line entry points, called in-process on the smoke run's export."""
+
+import json
+
+import pandas as pd
+
+from mura_mt.data import read_mura_index
+from scripts import evaluate, predict
+
+
+def test_evaluate_writes_both_gates_and_study_csv(trained_run, synthetic_root, tmp_path, capsys):
+    metrics = evaluate.main(["--checkpoint", str(trained_run / "best"), "--data-root", str(synthetic_root),
+                             "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["predicted_gate"]["overall"] == metrics["predicted_gate"]["overall"]
+    for gate in ("predicted_gate", "true_gate"):
+        for key in ("study_kappa", "study_auroc", "image_auroc", "sensitivity", "specificity", "n_studies"):
+            assert key in saved[gate]["overall"]
+        assert "wrist" in saved[gate]
+    studies = pd.read_csv(tmp_path / "study_predictions.csv")
+    assert list(studies.columns) == ["study_id", "body_part", "predicted_part", "label", "prob", "pred"]
+    assert len(studies) == read_mura_index(synthetic_root, "valid")["study_id"].nunique()
+    assert "body-part accuracy" in capsys.readouterr().out
+
+
+def test_predict_groups_views_and_reports_bad_files(trained_run, synthetic_root, tmp_path):
+    table = read_mura_index(synthetic_root, "valid")
+    study_dir = table["path"][0].rsplit("/", 1)[0]
+    bad = tmp_path / "bad" / "broken.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an image")
+    out = predict.main(["--checkpoint", str(trained_run / "best"), study_dir, str(bad), "--out",
+                        str(tmp_path / "p.csv"), "--cam-dir", str(tmp_path / "cams")])
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert len(written) == len(out) == (table["path"].str.startswith(study_dir + "/")).sum() + 1
+    good = written[written["error"].isna()]
+    assert good["study"].nunique() == 1 and good["body_part"].nunique() == 1
+    assert written.loc[written["path"] == str(bad), "error"].str.contains("not a PNG, JPEG or DICOM").all()
+    assert len(list((tmp_path / "cams").glob("*.png"))) == len(good)
