@@ -31,3 +31,14 @@ def test_wrong_types_raise(override):
 def test_every_shipped_config_loads():
     for path in (REPO / "configs").glob("*.yaml"):
         load_config(path)
+
+
+def test_spaces_requirements_match_the_package_pins():
+    import tomllib
+
+    pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert listed == pinned
+    front_matter = (REPO / "README.md").read_text().split("---")[1]
+    gradio_pin = next(p for p in pinned if p.startswith("gradio=="))
+    assert f"sdk_version: {gradio_pin.split('==')[1]}" in front_matter

@@ -58,7 +58,7 @@ def test_metrics_equal_scikit_learn(hand_made):
 
 def test_calibration_round_trip_and_fit():
     rng = np.random.default_rng(0)
-    n = 400
+    n = 800
     parts = rng.integers(0, 7, n)
     labels = rng.integers(0, 2, n)
     logits = rng.normal(0, 1, (n, 7)) + (labels * 3.0 - 1.5)[:, None] + 2.0  # separable but shifted

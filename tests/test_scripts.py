@@ -37,3 +37,14 @@ def test_predict_groups_views_and_reports_bad_files(trained_run, synthetic_root,
     assert good["study"].nunique() == 1 and good["body_part"].nunique() == 1
     assert written.loc[written["path"] == str(bad), "error"].str.contains("not a PNG, JPEG or DICOM").all()
     assert len(list((tmp_path / "cams").glob("*.png"))) == len(good)
+
+
+def test_faithfulness_report(trained_run, synthetic_root, tmp_path):
+    from scripts import faithfulness
+
+    report = faithfulness.main(["--checkpoint", str(trained_run / "best"), "--data-root", str(synthetic_root),
+                                "--out", str(tmp_path), "--max-views", "3"])
+    assert report["n_views"] == 3 and 0.0 <= report["pointing_game"] <= 1.0
+    assert len(report["deletion_gradcam"]) == len(report["deletion_random"]) == 11
+    assert json.loads((tmp_path / "faithfulness.json").read_text())["n_views"] == 3
+    assert (tmp_path / "deletion.png").stat().st_size > 1000

@@ -1,0 +1,144 @@
+"""The Gradio app: web UI, `gradio_client` API (/predict, /predict_study) and a Hugging Face Space.
+
+`build_demo(predictor)` holds layout and callbacks only: files go to the Predictor as paths (decoded by the
+project's own loader, never by gr.Image), and its Prediction is mapped to widgets. The app never touches
+tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P]; env MURA_MT_CHECKPOINT does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from mura_mt.explain import overlay
+from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.labels import BODY_PARTS
+from mura_mt.predictor import Predictor, StudyPrediction
+
+HERE = Path(__file__).resolve().parent
+DEMO_CHECKPOINT = HERE / "checkpoints" / "demo"
+FILE_TYPES = [".png", ".jpg", ".jpeg", ".dcm"]
+MAX_VIEWS = 12
+DISCLAIMER = ("**Research demo: not a medical device, not for diagnosis.** The bundled weights were trained on "
+              "*synthetic* radiographs; real weights come from training on MURA.")
+HOW_TO_READ = """**How to read this.** The body-part model names the part it sees; that part's abnormality head gives the
+probability, compared with the part's threshold (fitted on validation data). *Decided by* says whether the predicted
+part or the part you chose picked the head. The Grad-CAM overlay shows where that head found its evidence: warm colours
+push towards *abnormal*. A study's probability is the mean over its views. Warnings flag uncertain body parts and images
+that look unlike the training data."""
+
+
+def build_demo(predictor: Predictor, examples: list[str] | None = None) -> gr.Blocks:
+    """The whole UI and API around one Predictor."""
+
+    def run_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
+        paths = _paths(files)
+        images = [_load(path) for path in paths]
+        result = _guarded(lambda: predictor.predict_study(images, body_part, explain=explain))
+        gallery = []
+        for path, image, view in zip(paths, images, result.views):
+            name = Path(path).name
+            gallery.append((image, f"{name}: original"))
+            if view.heatmap is not None:
+                gallery.append((overlay(image, view.heatmap), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
+        return result.to_dict(), gallery, _verdict(result), result.part_probs
+
+    def run_single(file, body_part: str, explain: bool):
+        image = _load(_paths(file)[0])
+        result = _guarded(lambda: predictor.predict(image, body_part, explain=explain))
+        return result.to_dict(), overlay(image, result.heatmap) if result.heatmap is not None else image
+
+    with gr.Blocks(title="mura-mt: bone X-ray triage", analytics_enabled=False, delete_cache=(900, 900)) as demo:
+        gr.Markdown("# mura-mt: bone X-ray triage with explanations")
+        gr.Markdown(DISCLAIMER)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
+                files = gr.File(label="Radiographs of one study (PNG, JPEG or DICOM)", file_count="multiple",
+                                file_types=FILE_TYPES, type="filepath", elem_id="upload")
+                part = gr.Dropdown(["auto", *BODY_PARTS], value="auto", label="Body part", elem_id="body-part",
+                                   info="auto: the body-part head decides which anomaly head answers")
+                explain = gr.Checkbox(value=True, label="Show Grad-CAM explanation", elem_id="explain")
+                run = gr.Button("Analyze", variant="primary", elem_id="analyze")
+                if examples:
+                    gr.Examples([[[path], "auto", True] for path in examples], [files, part, explain],
+                                label="Examples (synthetic radiographs)")
+            with gr.Column(scale=2, min_width=320):
+                verdict = gr.Markdown(elem_id="verdict")
+                part_probs = gr.Label(num_top_classes=3, label="Body part", elem_id="part-probs")
+                gallery = gr.Gallery(label="Views and Grad-CAM overlays", columns=2, height="auto",
+                                     format="png", elem_id="overlays")
+                with gr.Accordion("Details (JSON)", open=False):
+                    details = gr.JSON(elem_id="details")
+        gr.Markdown(HOW_TO_READ)
+        run.click(run_study, [files, part, explain], [details, gallery, verdict, part_probs],
+                  api_name="predict_study", concurrency_limit=1)
+        with gr.Column(visible=False):  # API-only endpoint for one image
+            single_file = gr.File(type="filepath", file_types=FILE_TYPES)
+            single_part = gr.Dropdown(["auto", *BODY_PARTS], value="auto")
+            single_explain = gr.Checkbox(value=True)
+            single_json, single_image = gr.JSON(), gr.Image(format="png", type="pil")
+            gr.Button().click(run_single, [single_file, single_part, single_explain], [single_json, single_image],
+                              api_name="predict", concurrency_limit=1)
+    return demo
+
+
+def _paths(files) -> list[str]:
+    if not files:
+        raise gr.Error("Upload at least one radiograph (PNG, JPEG or DICOM).")
+    items = files if isinstance(files, list) else [files]
+    paths = [item if isinstance(item, str) else getattr(item, "path", None) or item["path"] for item in items]
+    if len(paths) > MAX_VIEWS:
+        raise gr.Error(f"A study has at most {MAX_VIEWS} views; {len(paths)} were uploaded.")
+    return paths
+
+
+def _load(path: str):
+    try:
+        return load_radiograph(path)
+    except InvalidImageError as err:
+        raise gr.Error(f"{Path(path).name}: {err}") from None
+
+
+def _guarded(call):
+    try:
+        return call()
+    except (InvalidImageError, ValueError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def _verdict(result: StudyPrediction) -> str:
+    label = "ABNORMAL" if result.is_abnormal else "NORMAL"
+    decided = "the predicted body part" if result.gated_by == "predicted" else "the body part you chose"
+    lines = [f"## {label}: abnormality probability {result.abnormal_prob:.2f} (threshold {result.threshold:.2f})",
+             f"Decided by the **{result.body_part}** head, picked by {decided}; {len(result.views)} view(s)."]
+    lines += [f"> ⚠️ {warning}" for warning in result.warnings]
+    return "\n\n".join(lines)
+
+
+def resolve_checkpoint_arg(cli_value: str | None) -> str:
+    return cli_value or os.environ.get("MURA_MT_CHECKPOINT") or str(DEMO_CHECKPOINT)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the mura-mt Gradio app.")
+    parser.add_argument("--checkpoint", default=None, help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, "
+                                                           "else the bundled demo checkpoint)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    args = parser.parse_args(argv)
+    checkpoint = resolve_checkpoint_arg(args.checkpoint)
+    predictor = Predictor.from_pretrained(checkpoint)
+    examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
+    demo = build_demo(predictor, examples)
+    demo.queue(max_size=16, default_concurrency_limit=1, api_open=False)
+    blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size="20mb", show_error=False,
+                ssr_mode=False, share=False, strict_cors=True, enable_monitoring=False, mcp_server=False,
+                allowed_paths=[], blocked_paths=blocked, footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

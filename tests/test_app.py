@@ -1,0 +1,172 @@
+"""The app for real: a server on loopback started as `python app.py`, gradio_client, raw HTTP, a real Chromium."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from mura_mt.data import read_mura_index
+from tests.conftest import REPO
+
+ARTIFACTS = Path(os.environ.get("MURA_MT_ARTIFACTS", REPO / "artifacts"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`python app.py` exactly as the README says (bundled demo checkpoint), on a free loopback port."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env.pop("MURA_MT_CHECKPOINT", None)
+    log = open(ARTIFACTS.parent / ".app-test.log", "w") if ARTIFACTS.parent.exists() else subprocess.DEVNULL
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - start > 120:
+                pytest.fail("app.py was not ready within 120 s")
+            time.sleep(0.5)
+        print(f"app ready in {time.perf_counter() - start:.1f} s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def sample_images(synthetic_root):
+    table = read_mura_index(synthetic_root, "valid")
+    study = table[table["study_id"] == table["study_id"][0]]["path"].tolist()
+    return {"single": table["path"][0], "study": study}
+
+
+def test_build_demo_constructs_without_launch(trained_run):
+    import gradio as gr
+
+    from app import build_demo
+    from mura_mt import Predictor
+
+    demo = build_demo(Predictor.from_pretrained(trained_run / "best"))
+    assert isinstance(demo, gr.Blocks)
+
+
+@pytest.mark.slow
+def test_single_image_api(client, sample_images):
+    from gradio_client import handle_file
+
+    result, overlay_path = client.predict(handle_file(sample_images["single"]), "auto", True, api_name="/predict")
+    assert {"body_part", "part_probs", "abnormal_prob", "threshold", "is_abnormal", "gated_by", "warnings"} <= set(result)
+    assert sum(result["part_probs"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert result["gated_by"] == "predicted" and 0 <= result["abnormal_prob"] <= 1
+    with Image.open(overlay_path) as overlay, Image.open(sample_images["single"]) as original:
+        assert overlay.format == "PNG" and overlay.size == original.size and overlay.mode == "RGB"
+    again, _ = client.predict(handle_file(sample_images["single"]), "auto", True, api_name="/predict")
+    assert again == result
+
+
+@pytest.mark.slow
+def test_study_api_and_override(client, sample_images):
+    from gradio_client import handle_file
+
+    files = [handle_file(p) for p in sample_images["study"]]
+    details, gallery, verdict, part_probs = client.predict(files, "wrist", True, api_name="/predict_study")
+    assert details["gated_by"] == "given" and details["body_part"] == "wrist"
+    assert len(details["views"]) == len(files) and len(gallery) == 2 * len(files)
+    assert details["abnormal_prob"] == pytest.approx(np.mean([v["abnormal_prob"] for v in details["views"]]))
+    assert ("ABNORMAL" in verdict) == details["is_abnormal"] and "wrist" in verdict
+
+
+@pytest.mark.slow
+def test_bad_file_is_a_clear_error_and_the_server_stays_healthy(client, sample_images, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    before, _ = client.predict(handle_file(sample_images["single"]), "auto", False, api_name="/predict")
+    bad = tmp_path / "notes.png"
+    bad.write_text("<html><script>alert(1)</script></html>")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(Path(sample_images["single"]).read_bytes()[:500])
+    for path, message in ((bad, "not a PNG, JPEG or DICOM"), (truncated, "truncated or corrupt")):
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(path)), "auto", True, api_name="/predict")
+    after, _ = client.predict(handle_file(sample_images["single"]), "auto", False, api_name="/predict")
+    assert after == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", [
+    "gradio_api/file=/etc/passwd", "gradio_api/file=../../../../etc/passwd",
+    "gradio_api/file=..%2F..%2F..%2Fetc%2Fpasswd", "gradio_api/file=app.py",
+    "gradio_api/file=checkpoints/demo/model.safetensors", "gradio_api/file=" + str(REPO / "app.py"),
+])
+def test_file_routes_do_not_leak_server_files(server, route):
+    response = httpx.get(server + route, timeout=10)
+    assert response.status_code in (403, 404), (route, response.status_code)
+
+
+@pytest.mark.slow
+def test_run_route_and_monitoring_are_closed(server):
+    assert httpx.post(server + "gradio_api/run/predict", json={"data": [None, "auto", True]}, timeout=10).status_code == 404
+    assert httpx.get(server + "monitoring", timeout=10).status_code == 404
+
+
+@pytest.mark.slow
+def test_browser_upload_click_verdict_and_overlay(server, sample_images):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: chromium is not installed")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            for name, viewport in (("laptop", {"width": 1280, "height": 900}), ("phone", {"width": 390, "height": 844})):
+                page = browser.new_page(viewport=viewport)
+                page.goto(server, wait_until="networkidle")
+                page.set_input_files("#upload input[type=file]", sample_images["study"])
+                page.wait_for_timeout(500)
+                page.click("#analyze")
+                page.wait_for_selector("#verdict h2", timeout=60_000)
+                assert "NORMAL" in page.inner_text("#verdict")
+                page.wait_for_selector("#overlays img", timeout=60_000)
+                assert page.locator("#overlays img").count() >= 2
+                page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
+                page.close()
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "app-laptop.png").stat().st_size > 10_000
