@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -141,6 +142,7 @@ def evaluate(model, loader, accelerator: Accelerator, prep: Preprocessing, table
 def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
     """Train, evaluate every epoch, keep the best by predicted-gate study kappa, export it; returns metrics.json."""
     set_seed(cfg.train.seed)
+    _share_cpu_cores(accelerator)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +226,18 @@ def _summary(progress: Progress, accelerator: Accelerator, model) -> dict:
     return {"best_epoch": progress.best_epoch, "best_val_study_kappa": progress.best_kappa,
             "world_size": accelerator.num_processes, "rank_param_checksums": checksums,
             "history": progress.history}
+
+
+def _share_cpu_cores(accelerator: Accelerator) -> None:
+    """`accelerate launch` sets OMP_NUM_THREADS=1 for every process, which leaves most cores of a CPU-only run
+    idle (measured: 35 vs 54 img/s on 2 cores). Give each local process its share of the cores instead."""
+    if accelerator.device.type != "cpu" or torch.get_num_threads() != 1:
+        return
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    threads = max(1, (os.cpu_count() or 1) // local_processes)
+    if threads > 1:
+        torch.set_num_threads(threads)
+        logger.info(f"using {threads} CPU threads per process", main_process_only=True)
 
 
 def _git_sha() -> str | None:

@@ -67,3 +67,15 @@ def test_calibration_round_trip_and_fit():
     assert all(b < 0 for b in cal.bias)  # the +2 shift is undone
     probs = cal.probs(logits)[np.arange(n), parts]
     assert roc_auc_score(labels, probs) > 0.9
+
+
+def test_small_parts_get_pooled_calibration_and_the_paper_threshold():
+    rng = np.random.default_rng(1)
+    n = 420  # 60 images per part, 1 image per study: more than 50 studies overall, fewer than 50 per part
+    parts = np.repeat(np.arange(7), 60)[:n]
+    labels = rng.integers(0, 2, n)
+    logits = rng.normal(0, 1, (n, 7)) + (labels * 3.0 - 1.5)[:, None] - 1.0
+    keep = np.concatenate([np.flatnonzero(parts == k)[:40] for k in range(7)])  # 40 studies per part
+    cal = fit_calibration(np.array([f"s{i}" for i in keep]), parts[keep], labels[keep], logits[keep])
+    assert len(set(cal.scale)) == 1 and len(set(cal.bias)) == 1 and cal.bias[0] > 0  # pooled; the -1 shift undone
+    assert cal.threshold == (0.5,) * 7

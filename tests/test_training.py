@@ -112,3 +112,30 @@ def test_second_architecture_trains_end_to_end(synthetic_root, tmp_path):
     assert config["model"]["backbone"] == "mobilenetv3_small_050"
     with torch.no_grad():
         assert np.isfinite(model(torch.randn(1, 3, 64, 64)).anomaly_logits.numpy()).all()
+
+
+def test_checkpoint_made_for_other_code_is_a_clear_error(trained_run, tmp_path):
+    import shutil
+
+    ckpt = shutil.copytree(trained_run / "best", tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    config["body_parts"] = list(reversed(config["body_parts"]))
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="body-part order"):
+        load_checkpoint(ckpt)
+    config["body_parts"].reverse()
+    config["model"]["backbone"] = "resnet34"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not fit the resnet34 architecture"):
+        load_checkpoint(ckpt)
+
+
+def test_hub_ids_fail_fast_offline():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="Hugging Face Hub"):
+        load_checkpoint("someone/no-such-model")
+    assert time.perf_counter() - start < 10
+    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+        load_checkpoint("/definitely/not/here")
