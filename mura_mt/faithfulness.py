@@ -2,6 +2,8 @@
 
 pointing game: share of abnormal views with a lesion box whose heatmap maximum lies inside a box (with a small
     tolerance in pixels, as in Zhang et al.).
+energy pointing game: share of the heatmap's mass inside the boxes (Wang et al., Score-CAM), next to the share of
+    the image the boxes cover (what a uniform map would score).
 deletion: the gated abnormality probability as the hottest pixels are replaced by a heavily blurred copy of
     the image (so no new edges appear), in steps of 10 %, gate held fixed. A faithful map drops the probability
     faster than a random map of the same smoothness (a 7x7 noise grid, upsampled); lower area is better.
@@ -50,13 +52,18 @@ def measure(predictor: Predictor, table: pd.DataFrame, lesions: pd.DataFrame, to
     rng = np.random.default_rng(seed)
     boxes = lesions.groupby("path")[["x0", "y0", "x1", "y1"]].apply(lambda f: f.to_numpy())
     paths = [p for p in table["path"] if p in boxes.index][:max_views]
-    hits, cam_curves, random_curves = [], [], []
+    hits, energy, area, cam_curves, random_curves = [], [], [], [], []
     for path in tqdm(paths, desc="faithfulness"):
         image = Image.open(path).convert("L")
         result = predictor.predict(image, explain=True)
         y, x = np.unravel_index(int(result.heatmap.argmax()), result.heatmap.shape)
         hits.append(any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance
                         for x0, y0, x1, y1 in boxes[path]))
+        inside = np.zeros(result.heatmap.shape, dtype=bool)
+        for x0, y0, x1, y1 in boxes[path]:
+            inside[max(0, y0) : max(0, y1 + 1), max(0, x0) : max(0, x1 + 1)] = True
+        energy.append(float(result.heatmap[inside].sum() / max(result.heatmap.sum(), 1e-12)))
+        area.append(float(inside.mean()))
         cam_curves.append(deletion_curve(predictor, image, result.heatmap, result.body_part))
         random_curves.append(deletion_curve(predictor, image, random_saliency(result.heatmap.shape, rng), result.body_part))
     cam_mean, random_mean = np.mean(cam_curves, axis=0), np.mean(random_curves, axis=0)
@@ -64,6 +71,8 @@ def measure(predictor: Predictor, table: pd.DataFrame, lesions: pd.DataFrame, to
         "n_views": len(paths),
         "pointing_game": float(np.mean(hits)) if hits else None,
         "tolerance_px": tolerance,
+        "energy_in_boxes": float(np.mean(energy)) if energy else None,
+        "box_area_fraction": float(np.mean(area)) if area else None,
         "deletion_fractions": FRACTIONS.tolist(),
         "deletion_gradcam": cam_mean.tolist(),
         "deletion_random": random_mean.tolist(),

@@ -69,7 +69,7 @@ def test_missing_images_are_counted_and_listed(mura_copy):
         ("MURA-v1.1/train/XR_KNEE/patient99999/study1_positive/,1", "unknown body part"),
         ("MURA-v1.1/train/XR_WRIST/person1/study1_positive/,1", "not MURA study paths"),
         ("MURA-v1.1/train/XR_WRIST/patient99999/study1_positive/,2", "label other than 0 or 1"),
-        ("garbage", "expected 2 column"),
+        ("garbage", "not MURA study paths"),
     ],
 )
 def test_malformed_study_rows(mura_copy, bad_row, message):
