@@ -1,6 +1,7 @@
 """The app for real: a server on loopback started as `python app.py`, gradio_client, raw HTTP, a real Chromium."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -137,7 +138,7 @@ def test_file_routes_do_not_leak_server_files(server, route):
 @pytest.mark.slow
 def test_run_route_and_monitoring_are_closed(server):
     assert httpx.post(server + "gradio_api/run/predict", json={"data": [None, "auto", True]}, timeout=10).status_code == 404
-    assert httpx.get(server + "monitoring", timeout=10).status_code == 404
+    assert httpx.get(server + "monitoring", timeout=10).status_code in (403, 404)  # enable_monitoring=False
 
 
 @pytest.mark.slow
@@ -162,7 +163,7 @@ def test_browser_upload_click_verdict_and_overlay(server, sample_images):
                 page.wait_for_timeout(500)
                 page.click("#analyze")
                 page.wait_for_selector("#verdict h2", timeout=60_000)
-                assert "NORMAL" in page.inner_text("#verdict")
+                assert re.search(r"(ABNORMAL|NORMAL): abnormality probability \d\.\d\d", page.inner_text("#verdict"))
                 page.wait_for_selector("#overlays img", timeout=60_000)
                 assert page.locator("#overlays img").count() >= 2
                 page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)

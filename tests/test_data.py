@@ -118,7 +118,8 @@ def test_synthetic_images_look_like_mura(synthetic_root):
     assert "L" in modes
     lesions = pd.read_csv(synthetic_root / "MURA-v1.1/lesions.csv")
     assert set(lesions["kind"]) <= {"fracture", "hardware", "lytic"} and len(lesions) > 0
-    labels = table.set_index(table["path"].str.split("/MURA-v1.1/").str[1])["label"]
+    both = pd.concat([table, read_mura_index(synthetic_root, "valid")])
+    labels = both.set_index(both["path"].str.split("/MURA-v1.1/").str[1])["label"]
     assert (labels.loc[lesions["path"].str.removeprefix("MURA-v1.1/")] == 1).all()  # lesions only in abnormal studies
 
 
