@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "faithfulness.json").write_text(json.dumps(report, indent=2))
     _plot(report, out / "deletion.png")
-    print(f"pointing game {report['pointing_game']:.3f} over {report['n_views']} abnormal views; heatmap mass in "
+    print(f"pointing game {report['pointing_game']:.3f} (15 input px; strict 8 original px: "
+          f"{report['pointing_game_strict']:.3f}) over {report['n_views']} abnormal views; heatmap mass in "
           f"boxes {report['energy_in_boxes']:.3f} (boxes cover {report['box_area_fraction']:.3f}); deletion area "
           f"Grad-CAM {report['deletion_auc_gradcam']:.3f} vs random {report['deletion_auc_random']:.3f}")
     return report
