@@ -30,3 +30,65 @@ def test_two_process_accelerate_launch(synthetic_root, tmp_path):
     assert len(metrics["history"]) == 2
     model, config = load_checkpoint(tmp_path / "run/best")
     assert config["metrics"]["predicted_gate"]["overall"]["n_studies"] > 0
+
+
+def _launch(args, tmp_path, processes=1, port=29519):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    if processes == 1:
+        head = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+                "--dynamo_backend", "no"]
+    else:
+        head = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    return head + args, env
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(synthetic_root, trained_run, tmp_path):
+    """SIGKILL once the first epoch's state is complete (mid-epoch 1 or mid-save), then --resume."""
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    args = [str(REPO / "scripts/train.py"), "--config", str(REPO / "configs/smoke.yaml"),
+            f"data.root={synthetic_root}", f"output_dir={run}"]
+    command, env = _launch(args, tmp_path)
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (run / "state/epoch_0000/COMPLETE").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (run / "state/epoch_0000/COMPLETE").exists()
+    command, env = _launch([*args[:3], "--resume", *args[3:]], tmp_path)
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = load_file(run / "state/epoch_0001/model.safetensors")
+    straight = load_file(trained_run / "state/epoch_0001/model.safetensors")
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert not list((run / "state").glob(".*.tmp"))  # no partial state left behind
+    load_checkpoint(run / "best")
+
+
+@pytest.mark.slow
+def test_predict_shards_over_two_processes_into_one_csv(trained_run, synthetic_root, tmp_path):
+    import pandas as pd
+
+    from mura_mt.data import read_mura_index
+
+    valid = synthetic_root / "MURA-v1.1/valid"
+    command, env = _launch([str(REPO / "scripts/predict.py"), "--checkpoint", str(trained_run / "best"), str(valid),
+                            "--out", str(tmp_path / "preds.csv")], tmp_path, processes=2, port=29521)
+    done = subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    preds = pd.read_csv(tmp_path / "preds.csv")
+    table = read_mura_index(synthetic_root, "valid")
+    assert sorted(preds["path"]) == sorted(table["path"])  # every image once, none lost or doubled
+    assert preds.groupby("study")["body_part"].nunique().max() == 1
+    assert not list(tmp_path.glob(".preds.csv.rank*"))
