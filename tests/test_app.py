@@ -171,3 +171,45 @@ def test_browser_upload_click_verdict_and_overlay(server, sample_images):
         finally:
             browser.close()
     assert (ARTIFACTS / "app-laptop.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_dicom_upload_through_the_api(client):
+    from gradio_client import handle_file
+    from pydicom.data import get_testdata_file
+
+    result, overlay_path = client.predict(handle_file(get_testdata_file("RG3_UNCR.dcm")), "auto", True,
+                                          api_name="/predict")
+    assert result["body_part"] in ("elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist")
+    with Image.open(overlay_path) as overlay:
+        assert overlay.size == (1760, 1760)
+
+
+@pytest.mark.slow
+def test_oversized_upload_is_refused_with_413(server, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 1024 * 1024))
+    with open(big, "rb") as f:
+        response = httpx.post(server + "gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=60)
+    assert response.status_code == 413
+
+
+@pytest.mark.slow
+def test_burst_beyond_the_queue_is_refused_quickly_and_admitted_jobs_finish(client, sample_images):
+    from gradio_client import handle_file
+
+    file = handle_file(sample_images["single"])
+    reference, _ = client.predict(file, "auto", False, api_name="/predict")
+    jobs = [client.submit(file, "auto", True, api_name="/predict") for _ in range(40)]
+    finished, refused = 0, 0
+    for job in jobs:
+        try:
+            result, _ = job.result(timeout=120)
+            assert result["abnormal_prob"] == reference["abnormal_prob"]
+            finished += 1
+        except Exception as err:  # the client reports a full queue as an error on that job
+            assert "queue" in str(err).lower(), err
+            refused += 1
+    assert refused > 0 and finished >= 16
+    again, _ = client.predict(file, "auto", False, api_name="/predict")
+    assert again == reference
