@@ -23,6 +23,7 @@ from mura_mt.labels import BODY_PARTS
 from mura_mt.model import MultiTaskNet
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+EXTRA_PREFIXES = ("ood.",)  # tensors stored beside the weights that are not model parameters
 FORMAT_VERSION = 1
 
 
@@ -30,13 +31,22 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete, tampered with or made for different code."""
 
 
-def export(directory: str | Path, model: MultiTaskNet, meta: dict[str, Any], dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``directory`` atomically. ``meta`` must hold ``model`` (backbone name) and ``preprocessing``."""
+def export(directory: str | Path, model: MultiTaskNet, meta: dict[str, Any], dtype: torch.dtype = torch.float32,
+           extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``directory`` atomically. ``meta`` must hold ``model`` (backbone name) and ``preprocessing``.
+
+    ``extra_tensors`` (e.g. the out-of-distribution statistics, keys with a ``name.`` prefix that no model
+    parameter uses) are stored in float32 in the same safetensors file, so the hash covers them too.
+    """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    for key, value in (extra_tensors or {}).items():
+        if key in state:
+            raise ValueError(f"extra tensor {key!r} would overwrite a model parameter")
+        state[key] = value.detach().float().contiguous().cpu()
     save_file(state, tmp / WEIGHTS_NAME)
     config = {
         "format_version": FORMAT_VERSION,
@@ -86,12 +96,18 @@ def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str,
     if _sha256(weights) != config.get("weights_sha256"):
         raise CheckpointError(f"{weights}: sha256 does not match config.json; the file is corrupt or was replaced")
     model = MultiTaskNet(config["model"]["backbone"], pretrained=False)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()
+             if not k.startswith(EXTRA_PREFIXES)}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{weights} does not fit the {config['model']['backbone']} architecture: {err}") from None
     return model.eval(), config
+
+
+def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The non-parameter tensors of a checkpoint folder (call after ``load_checkpoint`` has verified its hash)."""
+    return {k: v.float() for k, v in load_file(Path(directory) / WEIGHTS_NAME).items() if k.startswith(EXTRA_PREFIXES)}
 
 
 def _sha256(path: Path) -> str:

@@ -24,20 +24,22 @@ PartDecision = Callable[[ModelOutput], torch.Tensor]  # model output -> part_idx
 
 def gradcam_with_output(
     model: MultiTaskNet, x: torch.Tensor, decide_part: PartDecision, target: str = "anomaly"
-) -> tuple[torch.Tensor, ModelOutput, torch.Tensor]:
+) -> tuple[torch.Tensor, ModelOutput, torch.Tensor, torch.Tensor]:
     """One forward + backward to the CAM layer.
 
     Returns:
-        (maps [B, 1, H, W] in [0, 1] in the geometry of ``x``, detached model output, part_idx [B]).
+        (maps [B, 1, H, W] in [0, 1] in the geometry of ``x``, detached model output, part_idx [B],
+        detached pooled features [B, F]).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     seen: dict[str, object] = {}
 
     def gated_logit(t: torch.Tensor) -> torch.Tensor:
-        out = model(t)
+        features = model.backbone(t)
+        out = model.heads(features)
         part_idx = decide_part(ModelOutput(out.part_logits.detach(), out.anomaly_logits.detach()))
-        seen["out"], seen["part_idx"] = out, part_idx
+        seen["out"], seen["part_idx"], seen["features"] = out, part_idx, features.detach()
         logits = out.anomaly_logits if target == "anomaly" else out.part_logits
         return select_anomaly_logit(logits, part_idx)[:, None]  # [B, 1]
 
@@ -46,13 +48,14 @@ def gradcam_with_output(
         raw = cam.attribute(x, target=0, relu_attributions=True)  # [B, 1, h, w], >= 0
     maps = LayerAttribution.interpolate(raw.detach().float(), tuple(x.shape[-2:]), interpolate_mode="bilinear")
     out = seen["out"]
-    return scale_to_unit(maps), ModelOutput(out.part_logits.detach(), out.anomaly_logits.detach()), seen["part_idx"]
+    output = ModelOutput(out.part_logits.detach(), out.anomaly_logits.detach())
+    return scale_to_unit(maps), output, seen["part_idx"], seen["features"]
 
 
 def gradcam(model: MultiTaskNet, x: torch.Tensor, part_idx: torch.Tensor | int, target: str = "anomaly") -> torch.Tensor:
     """Grad-CAM maps [B, 1, H, W] in [0, 1] for a given part per row (contract in design.md)."""
     fixed = torch.as_tensor(part_idx, device=x.device).long().expand(x.shape[0])
-    maps, _, _ = gradcam_with_output(model, x, lambda out: fixed, target)
+    maps, _, _, _ = gradcam_with_output(model, x, lambda out: fixed, target)
     return maps
 
 

@@ -38,7 +38,10 @@ class MultiTaskNet(nn.Module):
         self.anomaly_head = nn.Linear(features, len(BODY_PARTS))
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        features = self.backbone(x)  # [B, F], pooled
+        return self.heads(self.backbone(x))
+
+    def heads(self, features: torch.Tensor) -> ModelOutput:
+        """Both heads on pooled backbone features [B, F] (the Predictor also keeps the features)."""
         return ModelOutput(self.part_head(features), self.anomaly_head(features))
 
     @property

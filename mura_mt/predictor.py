@@ -19,12 +19,13 @@ import torch
 from PIL import Image
 
 from mura_mt.calibration import Calibration
-from mura_mt.checkpoint import load_checkpoint
+from mura_mt.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
 from mura_mt.data.transforms import Geometry, Preprocessing, eval_transform, unletterbox
 from mura_mt.explain import gradcam_with_output, scale_to_unit
 from mura_mt.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
+from mura_mt.ood import FeatureDistance
 
 
 @dataclass(frozen=True)
@@ -59,23 +60,24 @@ class StudyPrediction(Prediction):
 class Predictor:
     """Loads a checkpoint once; predicts images and studies."""
 
-    def __init__(self, model: MultiTaskNet, config: dict, device: str | torch.device = "cpu"):
+    def __init__(self, model: MultiTaskNet, config: dict, device: str | torch.device = "cpu",
+                 ood: FeatureDistance | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)  # Grad-CAM needs no weight gradients
         self.config = config
         pre = config["preprocessing"]
         self.prep = Preprocessing(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"]))
         self.calibration = Calibration.from_dict(config["calibration"])
-        ood = config.get("ood", {})
-        self.ood_threshold = ood.get("threshold")
-        self.low_confidence = float(ood.get("low_part_confidence", 0.6))
+        self.ood = ood
+        self.low_confidence = float(config.get("ood", {}).get("low_part_confidence", 0.6))
         self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, device: str | torch.device = "cpu") -> Predictor:
         """From a checkpoint folder or a Hugging Face Hub repo id (safetensors only)."""
-        model, config = load_checkpoint(path_or_hub_id)
-        return cls(model, config, device)
+        directory = resolve_checkpoint(path_or_hub_id)
+        model, config = load_checkpoint(directory)
+        return cls(model, config, device, FeatureDistance.from_tensors(load_extra_tensors(directory)))
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
         """THE eval transform (the one validation uses): -> float [1, 3, S, S]."""
@@ -96,13 +98,15 @@ class Predictor:
         decide = _fixed_part(BODY_PARTS.index(given)) if given else _study_part
         with self._lock:
             if explain:
-                maps, out, part_idx = gradcam_with_output(self.model, x, decide)
+                maps, out, part_idx, features = gradcam_with_output(self.model, x, decide)
             else:
                 with torch.inference_mode():
-                    out = self.model(x)
+                    features = self.model.backbone(x)
+                    out = self.model.heads(features)
                     part_idx = decide(out)
                 maps = None
-        return self._assemble(out, int(part_idx[0]), given is not None, prepared, maps)
+        ood_scores = self.ood.score(features).cpu().numpy() if self.ood is not None else None
+        return self._assemble(out, int(part_idx[0]), given is not None, prepared, maps, ood_scores)
 
     @torch.inference_mode()
     def predict_logits(self, x: torch.Tensor) -> ModelOutput:
@@ -116,20 +120,19 @@ class Predictor:
         x, geometry = eval_transform(gray, self.prep)
         return gray, x, geometry
 
-    def _assemble(self, out: ModelOutput, part: int, given: bool, prepared, maps) -> StudyPrediction:
+    def _assemble(self, out: ModelOutput, part: int, given: bool, prepared, maps, ood_scores) -> StudyPrediction:
         part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()  # [V, 7]
         abnormal = self.calibration.probs(out.anomaly_logits.float().cpu().numpy())[:, part]  # [V]
-        energy = (-torch.logsumexp(out.part_logits.float(), dim=1)).cpu().numpy()
         threshold = float(self.calibration.threshold[part])
         views = []
-        for v, (_, _, geometry) in enumerate(prepared):
+        for v, (gray, _, geometry) in enumerate(prepared):
             heatmap = None
             if maps is not None:
                 heatmap = scale_to_unit(unletterbox(maps[v : v + 1].cpu(), geometry))[0, 0].numpy()
             views.append(Prediction(
                 body_part=BODY_PARTS[part], part_probs=_as_dict(part_probs[v]), gated_by="given" if given else "predicted",
                 abnormal_prob=float(abnormal[v]), threshold=threshold, is_abnormal=bool(abnormal[v] > threshold),
-                heatmap=heatmap, warnings=self._warnings(part_probs[v], energy[v], part, given)))
+                heatmap=heatmap, warnings=self._warnings(gray, part_probs[v], ood_scores, v, part, given)))
         study_probs, study_abnormal = part_probs.mean(axis=0), float(abnormal.mean())
         study_warnings = sorted({w for view in views for w in view.warnings})
         return StudyPrediction(
@@ -137,10 +140,12 @@ class Predictor:
             abnormal_prob=study_abnormal, threshold=threshold, is_abnormal=study_abnormal > threshold,
             heatmap=None, warnings=study_warnings, views=views)
 
-    def _warnings(self, part_probs: np.ndarray, energy: float, part: int, given: bool) -> list[str]:
+    def _warnings(self, gray: Image.Image, part_probs: np.ndarray, ood_scores, v: int, part: int, given: bool) -> list[str]:
         warnings = []
         seen = int(part_probs.argmax())
-        if self.ood_threshold is not None and energy > self.ood_threshold:
+        if float(np.asarray(gray).std()) < 2.0:  # all black, all white or constant: nothing to judge
+            warnings.append("The image is almost uniform: it shows no radiograph content to judge.")
+        elif ood_scores is not None and ood_scores[v] > self.ood.threshold:
             warnings.append("This may not be an upper-extremity radiograph: it looks unlike the training images.")
         if given and seen != part and part_probs[seen] >= self.low_confidence:
             warnings.append(f"You chose {BODY_PARTS[part]}, but the image looks like a {BODY_PARTS[seen]} "

@@ -34,6 +34,7 @@ from mura_mt.labels import PART_TO_IDX
 from mura_mt.losses import mura_class_weights, multitask_loss
 from mura_mt.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet, build_model
+from mura_mt.ood import fit_feature_distance
 from mura_mt.state import latest_state, save_state
 
 logger = get_logger(__name__)
@@ -116,27 +117,31 @@ def train_one_epoch(model, loader, optimizer, scheduler, accelerator: Accelerato
 
 
 @torch.inference_mode()
-def predict_loader(model, loader, accelerator: Accelerator, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """(part_logits [N, 7], anomaly_logits [N, 7]) for the loader's dataset, in dataset order, all ranks."""
+def predict_loader(model, loader, accelerator: Accelerator, prep: Preprocessing) -> tuple[np.ndarray, ...]:
+    """(part_logits [N, 7], anomaly_logits [N, 7], pooled features [N, F]) in dataset order, on all ranks."""
     model.eval()
-    parts, anomalies, indices = [], [], []
+    net = accelerator.unwrap_model(model)  # no gradients here, so DDP's wrapper adds nothing
+    stores: tuple[list, ...] = ([], [], [], [])
     for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
-        out = model(normalize(batch["image"], prep))
-        gathered = accelerator.gather_for_metrics((out.part_logits.float(), out.anomaly_logits.float(), batch["index"]))
-        for store, value in zip((parts, anomalies, indices), gathered):
+        with accelerator.autocast():
+            features = net.backbone(normalize(batch["image"], prep))
+            out = net.heads(features)
+        gathered = accelerator.gather_for_metrics(
+            (out.part_logits.float(), out.anomaly_logits.float(), features.float(), batch["index"]))
+        for store, value in zip(stores, gathered):
             store.append(value.cpu())
-    order = torch.cat(indices).argsort()
-    return torch.cat(parts)[order].numpy(), torch.cat(anomalies)[order].numpy()
+    order = torch.cat(stores[3]).argsort()
+    return tuple(torch.cat(store)[order].numpy() for store in stores[:3])
 
 
 def evaluate(model, loader, accelerator: Accelerator, prep: Preprocessing, table, calibration: Calibration):
-    """Metrics of both gates on ``table``; returns (metrics, part_logits, anomaly_logits)."""
-    part_logits, anomaly_logits = predict_loader(model, loader, accelerator, prep)
+    """Metrics of both gates on ``table``; returns (metrics, part_logits, anomaly_logits, features)."""
+    part_logits, anomaly_logits, features = predict_loader(model, loader, accelerator, prep)
     if not (np.isfinite(part_logits).all() and np.isfinite(anomaly_logits).all()):
         raise FloatingPointError("the model produced non-finite outputs on the val split; lower train.lr")
     part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()
     metrics, _ = compute_metrics(table, part_probs, calibration.probs(anomaly_logits), np.asarray(calibration.threshold))
-    return metrics, part_logits, anomaly_logits
+    return metrics, part_logits, anomaly_logits, features
 
 
 def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
@@ -168,7 +173,8 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
     for epoch in range(start_epoch, cfg.train.epochs):
         train_loader.set_epoch(epoch)  # the seedable sampler's order depends on (seed, epoch) only
         train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, accelerator, ctx)
-        metrics, part_logits, anomaly_logits = evaluate(model, val_loader, accelerator, prep, val.table, Calibration())
+        metrics, part_logits, anomaly_logits, features = evaluate(
+            model, val_loader, accelerator, prep, val.table, Calibration())
         kappa = metrics["predicted_gate"]["overall"]["study_kappa"]
         record = {"epoch": epoch, **{f"train/{k}": v for k, v in train_stats.items()},
                   "val/study_kappa": kappa, "val/study_auroc": metrics["predicted_gate"]["overall"]["study_auroc"],
@@ -182,7 +188,7 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
         if kappa is not None and kappa > progress.best_kappa:
             progress.best_kappa, progress.best_epoch = kappa, epoch
             if accelerator.is_main_process:
-                _export_best(cfg, accelerator.unwrap_model(model), prep, val, metrics, part_logits, anomaly_logits)
+                _export_best(cfg, accelerator.unwrap_model(model), prep, val, metrics, anomaly_logits, features)
         progress.epoch = epoch + 1
         save_state(accelerator, out / "state", epoch)
         if cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs:
@@ -196,26 +202,26 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
 
 
 def _export_best(cfg: Config, model: MultiTaskNet, prep: Preprocessing, val: SplitData, metrics: dict,
-                 part_logits: np.ndarray, anomaly_logits: np.ndarray) -> None:
+                 anomaly_logits: np.ndarray, features: np.ndarray) -> None:
     """Fit calibration, thresholds and the out-of-distribution score on val, and export to OUTPUT_DIR/best."""
     table = val.table
     parts = table["body_part"].map(PART_TO_IDX).to_numpy()
     calibration = (fit_calibration(table["study_id"].to_numpy(), parts, table["label"].to_numpy(), anomaly_logits)
                    if cfg.train.calibrate else Calibration())
-    # Energy score of the part head (higher = less like the training data); the threshold keeps 99% of val.
-    energy = -torch.logsumexp(torch.from_numpy(part_logits), dim=1).numpy()
+    ood = fit_feature_distance(torch.from_numpy(features), torch.tensor(parts), quantile=0.99)
     meta = {
         "model": config_to_dict(cfg)["model"],
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std)},
         "calibration": calibration.to_dict(),
-        "ood": {"score": "energy", "threshold": float(np.quantile(energy, 0.99)), "low_part_confidence": 0.6},
+        "ood": {"score": "feature_distance", "threshold": ood.threshold, "val_quantile": 0.99,
+                "low_part_confidence": 0.6},
         "metrics": {"split": "val (patient-grouped from the official train set)", **metrics},
         "train_config": config_to_dict(cfg),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "git_sha": _git_sha(),
         "intended_use": "Research and education. Not a medical device; not for diagnosis.",
     }
-    export(Path(cfg.output_dir) / "best", model, meta)
+    export(Path(cfg.output_dir) / "best", model, meta, extra_tensors=ood.to_tensors())
 
 
 def _summary(progress: Progress, accelerator: Accelerator, model) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mura_mt.checkpoint import export, load_checkpoint
+from mura_mt.checkpoint import export, load_checkpoint, load_extra_tensors
 from mura_mt.data import read_mura_index
 from mura_mt.evaluation import evaluate_checkpoint
 from mura_mt.metrics import format_table
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model, config = load_checkpoint(Path(args.run) / "best")
     meta = {k: v for k, v in config.items() if k not in ("format_version", "body_parts", "weights_sha256", "weights_dtype")}
-    out = export(args.out, model, meta, dtype=torch.float16)
+    extras = load_extra_tensors(Path(args.run) / "best")  # the out-of-distribution statistics stay float32
+    out = export(args.out, model, meta, dtype=torch.float16, extra_tensors=extras)
     table = read_mura_index(args.data_root, "valid")
     metrics, _ = evaluate_checkpoint(Predictor.from_pretrained(out), table)
     (out / "metrics.json").write_text(json.dumps({"split": "synthetic valid", **metrics}, indent=2))

@@ -42,10 +42,10 @@ def test_all_negative_evidence_gives_a_zero_map_not_nan():
 
 def test_one_forward_serves_prediction_and_map(model):
     calls = []
-    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    handle = model.backbone.register_forward_hook(lambda *args: calls.append(1))
     try:
         x = torch.randn(2, 3, 64, 64)
-        maps, out, part_idx = gradcam_with_output(model, x, lambda o: o.part_logits.argmax(1))
+        maps, out, part_idx, features = gradcam_with_output(model, x, lambda o: o.part_logits.argmax(1))
     finally:
         handle.remove()
     assert len(calls) == 1
@@ -53,6 +53,7 @@ def test_one_forward_serves_prediction_and_map(model):
         reference = model(x)
     assert torch.allclose(out.anomaly_logits, reference.anomaly_logits, atol=1e-5)
     assert torch.equal(part_idx, reference.part_logits.argmax(1))
+    assert features.shape == (2, model.backbone.num_features)
     assert all(p.grad is None for p in model.parameters())  # no weight gradients were computed
 
 
