@@ -22,13 +22,15 @@ HERE = Path(__file__).resolve().parent
 DEMO_CHECKPOINT = HERE / "checkpoints" / "demo"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".dcm"]
 MAX_VIEWS = 12
-DISCLAIMER = ("**Research demo: not a medical device, not for diagnosis.** The bundled weights were trained on "
-              "*synthetic* radiographs; real weights come from training on MURA.")
-HOW_TO_READ = """**How to read this.** The body-part model names the part it sees; that part's abnormality head gives the
-probability, compared with the part's threshold (fitted on validation data). *Decided by* says whether the predicted
-part or the part you chose picked the head. The Grad-CAM overlay shows where that head found its evidence: warm colours
-push towards *abnormal*. A study's probability is the mean over its views. Warnings flag uncertain body parts and images
-that look unlike the training data."""
+DISCLAIMER = (
+    "**Research demo: not a medical device, not for diagnosis.** The bundled weights were trained on "
+    "*synthetic* radiographs; real weights come from training on MURA."
+)
+HOW_TO_READ = """**How to read this.** The body-part model names the part it sees; that part's abnormality
+head gives the probability, compared with the part's threshold (fitted on validation data). *Decided by* says whether
+the predicted part or the part you chose picked the head. The Grad-CAM overlay shows where that head found its
+evidence: warm colours push towards *abnormal*. A study's probability is the mean over its views. Warnings flag
+uncertain body parts and images that look unlike the training images."""
 
 
 def build_demo(predictor: Predictor, examples: list[str] | None = None) -> gr.Blocks:
@@ -56,32 +58,56 @@ def build_demo(predictor: Predictor, examples: list[str] | None = None) -> gr.Bl
         gr.Markdown(DISCLAIMER)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
-                files = gr.File(label="Radiographs of one study (PNG, JPEG or DICOM)", file_count="multiple",
-                                file_types=FILE_TYPES, type="filepath", elem_id="upload")
-                part = gr.Dropdown(["auto", *BODY_PARTS], value="auto", label="Body part", elem_id="body-part",
-                                   info="auto: the body-part head decides which anomaly head answers")
+                files = gr.File(
+                    label="Radiographs of one study (PNG, JPEG or DICOM)",
+                    file_count="multiple",
+                    file_types=FILE_TYPES,
+                    type="filepath",
+                    elem_id="upload",
+                )
+                part = gr.Dropdown(
+                    ["auto", *BODY_PARTS],
+                    value="auto",
+                    label="Body part",
+                    elem_id="body-part",
+                    info="auto: the body-part head decides which anomaly head answers",
+                )
                 explain = gr.Checkbox(value=True, label="Show Grad-CAM explanation", elem_id="explain")
                 run = gr.Button("Analyze", variant="primary", elem_id="analyze")
                 if examples:
-                    gr.Examples([[[path], "auto", True] for path in examples], [files, part, explain],
-                                label="Examples (synthetic radiographs)")
+                    gr.Examples(
+                        [[[path], "auto", True] for path in examples],
+                        [files, part, explain],
+                        label="Examples (synthetic radiographs)",
+                    )
             with gr.Column(scale=2, min_width=320):
                 verdict = gr.Markdown(elem_id="verdict")
                 part_probs = gr.Label(num_top_classes=3, label="Body part", elem_id="part-probs")
-                gallery = gr.Gallery(label="Views and Grad-CAM overlays", columns=2, height="auto",
-                                     format="png", elem_id="overlays")
+                gallery = gr.Gallery(
+                    label="Views and Grad-CAM overlays", columns=2, height="auto", format="png", elem_id="overlays"
+                )
                 with gr.Accordion("Details (JSON)", open=False):
                     details = gr.JSON(elem_id="details")
         gr.Markdown(HOW_TO_READ)
-        run.click(run_study, [files, part, explain], [details, gallery, verdict, part_probs],
-                  api_name="predict_study", concurrency_limit=1)
+        run.click(
+            run_study,
+            [files, part, explain],
+            [details, gallery, verdict, part_probs],
+            api_name="predict_study",
+            concurrency_limit=1,
+        )
         with gr.Column(visible=False):  # API-only endpoint for one image
             single_file = gr.File(type="filepath", file_types=FILE_TYPES)
             single_part = gr.Dropdown(["auto", *BODY_PARTS], value="auto")
             single_explain = gr.Checkbox(value=True)
             single_json, single_image = gr.JSON(), gr.Image(format="png", type="pil")
-            gr.Button().click(run_single, [single_file, single_part, single_explain], [single_json, single_image],
-                              api_name="predict", concurrency_limit=1)
+            gr.Button().click(
+                run_single,
+                [single_file, single_part, single_explain],
+                [single_json, single_image],
+                api_name="predict",
+                concurrency_limit=1,
+            )
     return demo
 
 
@@ -112,8 +138,10 @@ def _guarded(call):
 def _verdict(result: StudyPrediction) -> str:
     label = "ABNORMAL" if result.is_abnormal else "NORMAL"
     decided = "the predicted body part" if result.gated_by == "predicted" else "the body part you chose"
-    lines = [f"## {label}: abnormality probability {result.abnormal_prob:.2f} (threshold {result.threshold:.2f})",
-             f"Decided by the **{result.body_part}** head, picked by {decided}; {len(result.views)} view(s)."]
+    lines = [
+        f"## {label}: abnormality probability {result.abnormal_prob:.2f} (threshold {result.threshold:.2f})",
+        f"Decided by the **{result.body_part}** head, picked by {decided}; {len(result.views)} view(s).",
+    ]
     lines += [f"> ⚠️ {warning}" for warning in result.warnings]
     return "\n\n".join(lines)
 
@@ -124,8 +152,11 @@ def resolve_checkpoint_arg(cli_value: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the mura-mt Gradio app.")
-    parser.add_argument("--checkpoint", default=None, help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, "
-                                                           "else the bundled demo checkpoint)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, else the bundled demo checkpoint)",
+    )
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
@@ -135,9 +166,20 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo(predictor, examples)
     demo.queue(max_size=16, default_concurrency_limit=1, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size="20mb", show_error=False,
-                ssr_mode=False, share=False, strict_cors=True, enable_monitoring=False, mcp_server=False,
-                allowed_paths=[], blocked_paths=blocked, footer_links=["api"])
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        max_file_size="20mb",
+        show_error=False,
+        ssr_mode=False,
+        share=False,
+        strict_cors=True,
+        enable_monitoring=False,
+        mcp_server=False,
+        allowed_paths=[],
+        blocked_paths=blocked,
+        footer_links=["api"],
+    )
 
 
 if __name__ == "__main__":

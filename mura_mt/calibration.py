@@ -28,7 +28,10 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-z))
 
     def to_dict(self) -> dict[str, dict[str, float]]:
-        return {p: {"scale": s, "bias": b, "threshold": t} for p, s, b, t in zip(BODY_PARTS, self.scale, self.bias, self.threshold)}
+        return {
+            p: {"scale": s, "bias": b, "threshold": t}
+            for p, s, b, t in zip(BODY_PARTS, self.scale, self.bias, self.threshold)
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, dict[str, float]]) -> Calibration:
@@ -38,7 +41,9 @@ class Calibration:
         return cls(*(tuple(float(values[p][k]) for p in BODY_PARTS) for k in ("scale", "bias", "threshold")))
 
 
-def fit_calibration(study_ids: np.ndarray, parts: np.ndarray, labels: np.ndarray, anomaly_logits: np.ndarray) -> Calibration:
+def fit_calibration(
+    study_ids: np.ndarray, parts: np.ndarray, labels: np.ndarray, anomaly_logits: np.ndarray
+) -> Calibration:
     """Fit calibration on val images, using each image's TRUE-part head logit.
 
     A part with at least ``_MIN_STUDIES`` val studies (both classes) gets its own Platt scaling and the threshold
@@ -52,8 +57,9 @@ def fit_calibration(study_ids: np.ndarray, parts: np.ndarray, labels: np.ndarray
     """
     import pandas as pd  # fitting happens in training only; serving imports this module without them
 
-    frame = pd.DataFrame({"study": study_ids, "part": parts, "label": labels,
-                          "z": anomaly_logits[np.arange(len(parts)), parts]})
+    frame = pd.DataFrame(
+        {"study": study_ids, "part": parts, "label": labels, "z": anomaly_logits[np.arange(len(parts)), parts]}
+    )
     pooled = _platt(frame) if _enough(frame) else (1.0, 0.0)
     scale, bias, threshold = [pooled[0]] * 7, [pooled[1]] * 7, [0.5] * 7
     for k in range(len(BODY_PARTS)):

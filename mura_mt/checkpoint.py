@@ -31,8 +31,13 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete, tampered with or made for different code."""
 
 
-def export(directory: str | Path, model: MultiTaskNet, meta: dict[str, Any], dtype: torch.dtype = torch.float32,
-           extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+def export(
+    directory: str | Path,
+    model: MultiTaskNet,
+    meta: dict[str, Any],
+    dtype: torch.dtype = torch.float32,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write ``directory`` atomically. ``meta`` must hold ``model`` (backbone name) and ``preprocessing``.
 
     ``extra_tensors`` (e.g. the out-of-distribution statistics, keys with a ``name.`` prefix that no model
@@ -92,12 +97,17 @@ def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str,
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: checkpoint format {config.get('format_version')} is not {FORMAT_VERSION}")
     if tuple(config.get("body_parts", ())) != BODY_PARTS:
-        raise CheckpointError(f"{directory}: body-part order {config.get('body_parts')} differs from {list(BODY_PARTS)}")
+        raise CheckpointError(
+            f"{directory}: body-part order {config.get('body_parts')} differs from {list(BODY_PARTS)}"
+        )
     if _sha256(weights) != config.get("weights_sha256"):
         raise CheckpointError(f"{weights}: sha256 does not match config.json; the file is corrupt or was replaced")
     model = MultiTaskNet(config["model"]["backbone"], pretrained=False)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()
-             if not k.startswith(EXTRA_PREFIXES)}
+    state = {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in load_file(weights).items()
+        if not k.startswith(EXTRA_PREFIXES)
+    }
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -19,8 +19,9 @@ from mura_mt.metrics import compute_metrics
 from mura_mt.predictor import Predictor
 
 
-def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 32,
-                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict_table(
+    predictor: Predictor, table: pd.DataFrame, batch_size: int = 32, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(part_logits [N, 7], anomaly_logits [N, 7]) for every row of an index table."""
     paths = table["path"].tolist()
     failures: dict[str, str] = {}
@@ -46,8 +47,9 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 3
     return torch.cat(parts).numpy(), torch.cat(anomalies).numpy()
 
 
-def evaluate_checkpoint(predictor: Predictor, table: pd.DataFrame, batch_size: int = 32,
-                        progress: bool = True) -> tuple[dict, pd.DataFrame]:
+def evaluate_checkpoint(
+    predictor: Predictor, table: pd.DataFrame, batch_size: int = 32, progress: bool = True
+) -> tuple[dict, pd.DataFrame]:
     """Metrics of both gates with the checkpoint's calibration and thresholds, and the study predictions."""
     part_logits, anomaly_logits = predict_table(predictor, table, batch_size, progress)
     part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()

@@ -52,7 +52,9 @@ def gradcam_with_output(
     return scale_to_unit(maps), output, seen["part_idx"], seen["features"]
 
 
-def gradcam(model: MultiTaskNet, x: torch.Tensor, part_idx: torch.Tensor | int, target: str = "anomaly") -> torch.Tensor:
+def gradcam(
+    model: MultiTaskNet, x: torch.Tensor, part_idx: torch.Tensor | int, target: str = "anomaly"
+) -> torch.Tensor:
     """Grad-CAM maps [B, 1, H, W] in [0, 1] for a given part per row (contract in design.md)."""
     fixed = torch.as_tensor(part_idx, device=x.device).long().expand(x.shape[0])
     maps, _, _, _ = gradcam_with_output(model, x, lambda out: fixed, target)

@@ -43,8 +43,15 @@ def random_saliency(shape: tuple[int, int], rng: np.random.Generator) -> np.ndar
     return np.asarray(grid.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
 
 
-def measure(predictor: Predictor, table: pd.DataFrame, lesions: pd.DataFrame, tolerance_input_px: float = 15.0,
-            strict_px: int = 8, max_views: int | None = None, seed: int = 0) -> dict:
+def measure(
+    predictor: Predictor,
+    table: pd.DataFrame,
+    lesions: pd.DataFrame,
+    tolerance_input_px: float = 15.0,
+    strict_px: int = 8,
+    max_views: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Pointing game and deletion curves (Grad-CAM vs random) over abnormal views that have lesion boxes.
 
     Args:
@@ -67,7 +74,9 @@ def measure(predictor: Predictor, table: pd.DataFrame, lesions: pd.DataFrame, to
         energy.append(float(result.heatmap[inside].sum() / max(result.heatmap.sum(), 1e-12)))
         area.append(float(inside.mean()))
         cam_curves.append(deletion_curve(predictor, image, result.heatmap, result.body_part))
-        random_curves.append(deletion_curve(predictor, image, random_saliency(result.heatmap.shape, rng), result.body_part))
+        random_curves.append(
+            deletion_curve(predictor, image, random_saliency(result.heatmap.shape, rng), result.body_part)
+        )
     cam_mean, random_mean = np.mean(cam_curves, axis=0), np.mean(random_curves, axis=0)
     return {
         "n_views": len(paths),
@@ -86,4 +95,6 @@ def measure(predictor: Predictor, table: pd.DataFrame, lesions: pd.DataFrame, to
 
 
 def _inside(x: int, y: int, boxes: np.ndarray, tolerance: float) -> bool:
-    return any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance for x0, y0, x1, y1 in boxes)
+    return any(
+        x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance for x0, y0, x1, y1 in boxes
+    )

@@ -163,7 +163,9 @@ def _array_to_gray(array: np.ndarray, limits: ImageLimits) -> Image.Image:
         raise InvalidImageError("the image array contains NaN or infinite values")
     if array.ndim == 3:
         if array.shape[2] == 4:  # composite on black, as for files
-            alpha = array[:, :, 3:4].astype(np.float64) / (255.0 if array.dtype == np.uint8 else array[:, :, 3].max() or 1)
+            alpha = array[:, :, 3:4].astype(np.float64) / (
+                255.0 if array.dtype == np.uint8 else array[:, :, 3].max() or 1
+            )
             array = array[:, :, :3] * alpha
         array = array[:, :, 0] * 0.299 + array[:, :, 1] * 0.587 + array[:, :, 2] * 0.114
         if np.issubdtype(array.dtype, np.floating) and array.max() <= 255 and array.min() >= 0:

@@ -26,8 +26,12 @@ def mura_class_weights(table: pd.DataFrame) -> torch.Tensor:
 
 
 def multitask_loss(
-    out: ModelOutput, part: torch.Tensor, label: torch.Tensor, class_weights: torch.Tensor,
-    part_weight: float = 1.0, anomaly_weight: float = 1.0,
+    out: ModelOutput,
+    part: torch.Tensor,
+    label: torch.Tensor,
+    class_weights: torch.Tensor,
+    part_weight: float = 1.0,
+    anomaly_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Return ``{"loss", "part_loss", "anomaly_loss"}``.
 

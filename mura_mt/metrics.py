@@ -36,10 +36,17 @@ def gate_predictions(
     images["predicted_part"] = [BODY_PARTS[i] for i in study_part_idx]
     images["gate_part"] = [BODY_PARTS[i] for i in gate_idx]
     images["prob"] = anomaly_probs[np.arange(len(images)), gate_idx]
-    studies = images.groupby("study_id", sort=False).agg(
-        body_part=("body_part", "first"), predicted_part=("predicted_part", "first"),
-        gate_part=("gate_part", "first"), label=("label", "first"), prob=("prob", "mean"),
-    ).reset_index()
+    studies = (
+        images.groupby("study_id", sort=False)
+        .agg(
+            body_part=("body_part", "first"),
+            predicted_part=("predicted_part", "first"),
+            gate_part=("gate_part", "first"),
+            label=("label", "first"),
+            prob=("prob", "mean"),
+        )
+        .reset_index()
+    )
     studies["pred"] = (studies["prob"] > thresholds[studies["gate_part"].map(PART_TO_IDX).to_numpy()]).astype(int)
     return images, studies.drop(columns="gate_part")
 
@@ -52,7 +59,9 @@ def binary_metrics(images: pd.DataFrame, studies: pd.DataFrame) -> dict[str, flo
     return {
         "study_kappa": float(cohen_kappa_score(y, pred)) if both else None,
         "study_auroc": float(roc_auc_score(y, studies["prob"])) if both else None,
-        "image_auroc": float(roc_auc_score(images["label"], images["prob"])) if images["label"].nunique() == 2 else None,
+        "image_auroc": float(roc_auc_score(images["label"], images["prob"]))
+        if images["label"].nunique() == 2
+        else None,
         "sensitivity": float((pred[y == 1] == 1).mean()) if positives else None,
         "specificity": float((pred[y == 0] == 0).mean()) if negatives else None,
         "accuracy": float((pred == y).mean()) if len(y) else None,
@@ -98,8 +107,10 @@ def format_table(metrics: dict) -> str:
         for gate in GATES:
             m = metrics[f"{gate}_gate"].get(part)
             if m:
-                lines.append(f"{part:<10} {gate:<9} {fmt(m['study_kappa']):>6} {fmt(m['study_auroc']):>6} "
-                             f"{fmt(m['image_auroc']):>6} {fmt(m['sensitivity'])[:5]:>5} {fmt(m['specificity'])[:5]:>5} "
-                             f"{m['n_studies']:>7}")
+                lines.append(
+                    f"{part:<10} {gate:<9} {fmt(m['study_kappa']):>6} {fmt(m['study_auroc']):>6} "
+                    f"{fmt(m['image_auroc']):>6} {fmt(m['sensitivity'])[:5]:>5} {fmt(m['specificity'])[:5]:>5} "
+                    f"{m['n_studies']:>7}"
+                )
     lines.append(f"body-part accuracy: {metrics['part_accuracy']:.4f}")
     return "\n".join(lines)

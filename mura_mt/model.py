@@ -25,8 +25,13 @@ class ModelOutput(NamedTuple):
 class MultiTaskNet(nn.Module):
     """Shared backbone + body-part head + anomaly heads."""
 
-    def __init__(self, backbone: str = "resnet18", pretrained: bool = False, pretrained_file: str | None = None,
-                 drop_rate: float = 0.0):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        drop_rate: float = 0.0,
+    ):
         super().__init__()
         overlay = {"pretrained_cfg_overlay": {"file": pretrained_file}} if pretrained_file else {}
         self.backbone = timm.create_model(

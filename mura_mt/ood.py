@@ -31,22 +31,32 @@ class FeatureDistance:
         return scaled.pow(2).mean(dim=2).amin(dim=1)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{TENSOR_PREFIX}means": self.means, f"{TENSOR_PREFIX}inv_std": self.inv_std,
-                f"{TENSOR_PREFIX}threshold": torch.tensor([self.threshold])}
+        return {
+            f"{TENSOR_PREFIX}means": self.means,
+            f"{TENSOR_PREFIX}inv_std": self.inv_std,
+            f"{TENSOR_PREFIX}threshold": torch.tensor([self.threshold]),
+        }
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> FeatureDistance | None:
         if f"{TENSOR_PREFIX}means" not in tensors:
             return None
-        return cls(tensors[f"{TENSOR_PREFIX}means"].float(), tensors[f"{TENSOR_PREFIX}inv_std"].float(),
-                   float(tensors[f"{TENSOR_PREFIX}threshold"][0]))
+        return cls(
+            tensors[f"{TENSOR_PREFIX}means"].float(),
+            tensors[f"{TENSOR_PREFIX}inv_std"].float(),
+            float(tensors[f"{TENSOR_PREFIX}threshold"][0]),
+        )
 
 
 def fit_feature_distance(features: torch.Tensor, parts: torch.Tensor, quantile: float = 0.99) -> FeatureDistance:
     """Fit on val features [N, F] with their true parts [N]; the threshold keeps ``quantile`` of val inside."""
     features = features.float()
-    means = torch.stack([features[parts == k].mean(dim=0) if (parts == k).any() else features.mean(dim=0)
-                         for k in range(len(BODY_PARTS))])
+    means = torch.stack(
+        [
+            features[parts == k].mean(dim=0) if (parts == k).any() else features.mean(dim=0)
+            for k in range(len(BODY_PARTS))
+        ]
+    )
     residual = features - means[parts]
     inv_std = 1.0 / torch.sqrt(residual.var(dim=0) + 1e-6)
     fitted = FeatureDistance(means, inv_std, threshold=float("inf"))

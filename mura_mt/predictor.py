@@ -60,8 +60,9 @@ class StudyPrediction(Prediction):
 class Predictor:
     """Loads a checkpoint once; predicts images and studies."""
 
-    def __init__(self, model: MultiTaskNet, config: dict, device: str | torch.device = "cpu",
-                 ood: FeatureDistance | None = None):
+    def __init__(
+        self, model: MultiTaskNet, config: dict, device: str | torch.device = "cpu", ood: FeatureDistance | None = None
+    ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)  # Grad-CAM needs no weight gradients
         self.config = config
@@ -87,8 +88,9 @@ class Predictor:
         """Predict one view. ``body_part`` (e.g. "wrist") overrides the part head's choice for the gate."""
         return self.predict_study([image], body_part, explain).views[0]
 
-    def predict_study(self, images: Sequence[ImageSource], body_part: str | None = None,
-                      explain: bool = False) -> StudyPrediction:
+    def predict_study(
+        self, images: Sequence[ImageSource], body_part: str | None = None, explain: bool = False
+    ) -> StudyPrediction:
         """Predict the views of one study together; the part is decided once for all of them."""
         if not images:
             raise ValueError("a study needs at least one image")
@@ -129,18 +131,35 @@ class Predictor:
             heatmap = None
             if maps is not None:
                 heatmap = scale_to_unit(unletterbox(maps[v : v + 1].cpu(), geometry))[0, 0].numpy()
-            views.append(Prediction(
-                body_part=BODY_PARTS[part], part_probs=_as_dict(part_probs[v]), gated_by="given" if given else "predicted",
-                abnormal_prob=float(abnormal[v]), threshold=threshold, is_abnormal=bool(abnormal[v] > threshold),
-                heatmap=heatmap, warnings=self._warnings(gray, part_probs[v], ood_scores, v, part, given)))
+            views.append(
+                Prediction(
+                    body_part=BODY_PARTS[part],
+                    part_probs=_as_dict(part_probs[v]),
+                    gated_by="given" if given else "predicted",
+                    abnormal_prob=float(abnormal[v]),
+                    threshold=threshold,
+                    is_abnormal=bool(abnormal[v] > threshold),
+                    heatmap=heatmap,
+                    warnings=self._warnings(gray, part_probs[v], ood_scores, v, part, given),
+                )
+            )
         study_probs, study_abnormal = part_probs.mean(axis=0), float(abnormal.mean())
         study_warnings = sorted({w for view in views for w in view.warnings})
         return StudyPrediction(
-            body_part=BODY_PARTS[part], part_probs=_as_dict(study_probs), gated_by="given" if given else "predicted",
-            abnormal_prob=study_abnormal, threshold=threshold, is_abnormal=study_abnormal > threshold,
-            heatmap=None, warnings=study_warnings, views=views)
+            body_part=BODY_PARTS[part],
+            part_probs=_as_dict(study_probs),
+            gated_by="given" if given else "predicted",
+            abnormal_prob=study_abnormal,
+            threshold=threshold,
+            is_abnormal=study_abnormal > threshold,
+            heatmap=None,
+            warnings=study_warnings,
+            views=views,
+        )
 
-    def _warnings(self, gray: Image.Image, part_probs: np.ndarray, ood_scores, v: int, part: int, given: bool) -> list[str]:
+    def _warnings(
+        self, gray: Image.Image, part_probs: np.ndarray, ood_scores, v: int, part: int, given: bool
+    ) -> list[str]:
         warnings = []
         seen = int(part_probs.argmax())
         if float(np.asarray(gray).std()) < 2.0:  # all black, all white or constant: nothing to judge
@@ -148,11 +167,14 @@ class Predictor:
         elif ood_scores is not None and ood_scores[v] > self.ood.threshold:
             warnings.append("This may not be an upper-extremity radiograph: it looks unlike the training images.")
         if given and seen != part and part_probs[seen] >= self.low_confidence:
-            warnings.append(f"You chose {BODY_PARTS[part]}, but the image looks like a {BODY_PARTS[seen]} "
-                            f"({part_probs[seen]:.0%}).")
+            warnings.append(
+                f"You chose {BODY_PARTS[part]}, but the image looks like a {BODY_PARTS[seen]} ({part_probs[seen]:.0%})."
+            )
         elif not given and part_probs[seen] < self.low_confidence:
-            warnings.append(f"Body part uncertain ({BODY_PARTS[seen]} {part_probs[seen]:.0%}); "
-                            "choose the body part to be sure the right head decides.")
+            warnings.append(
+                f"Body part uncertain ({BODY_PARTS[seen]} {part_probs[seen]:.0%}); "
+                "choose the body part to be sure the right head decides."
+            )
         return warnings
 
 

@@ -31,7 +31,7 @@ from mura_mt.data.dataset import CachedImages
 from mura_mt.data.prepare import SplitData, prepare_data
 from mura_mt.data.transforms import Preprocessing, build_train_augment, normalize, resolve_preprocessing
 from mura_mt.labels import PART_TO_IDX
-from mura_mt.losses import mura_class_weights, multitask_loss
+from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet, build_model
 from mura_mt.ood import fit_feature_distance
@@ -59,8 +59,13 @@ class Progress:
 def build_dataloaders(cfg: Config, train: SplitData, val: SplitData) -> tuple[DataLoader, DataLoader]:
     augment = build_train_augment(cfg.train.augment, cfg.data.image_size)
     common = dict(num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0)
-    train_loader = DataLoader(CachedImages(train.images, train.table, augment), batch_size=cfg.train.batch_size,
-                              shuffle=True, drop_last=len(train.table) > cfg.train.batch_size, **common)
+    train_loader = DataLoader(
+        CachedImages(train.images, train.table, augment),
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        drop_last=len(train.table) > cfg.train.batch_size,
+        **common,
+    )
     val_loader = DataLoader(CachedImages(val.images, val.table), batch_size=cfg.train.eval_batch_size, **common)
     return train_loader, val_loader
 
@@ -69,8 +74,10 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, steps_per_epoch: int):
     """AdamW, linear warm-up then cosine decay (per optimiser step)."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.train.lr,
+    )
     total = max(1, cfg.train.epochs * steps_per_epoch)
     warmup = max(1, int(cfg.train.warmup_epochs * steps_per_epoch))
 
@@ -91,8 +98,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, accelerator: Accelerato
     for batch in tqdm(loader, desc="train", disable=not accelerator.is_local_main_process, leave=False):
         x = normalize(batch["image"], ctx["prep"]).contiguous(memory_format=memory_format)
         out = model(x)
-        losses = multitask_loss(out, batch["part"], batch["label"], ctx["class_weights"],
-                                cfg.train.part_loss_weight, cfg.train.anomaly_loss_weight)
+        losses = multitask_loss(
+            out,
+            batch["part"],
+            batch["label"],
+            ctx["class_weights"],
+            cfg.train.part_loss_weight,
+            cfg.train.anomaly_loss_weight,
+        )
         accelerator.backward(losses["loss"])
         # The norm is computed after DDP's all-reduce, so every rank takes the same skip decision.
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -106,14 +119,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, accelerator: Accelerato
         for key, value in losses.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())
     if steps and skipped == steps:
-        raise FloatingPointError(f"every step of the epoch had a non-finite loss or gradient ({skipped} steps); "
-                                 "lower train.lr or check the data")
+        raise FloatingPointError(
+            f"every step of the epoch had a non-finite loss or gradient ({skipped} steps); "
+            "lower train.lr or check the data"
+        )
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise FloatingPointError("the weights became non-finite; lower train.lr (nothing was exported from this epoch)")
     elapsed = time.perf_counter() - start
     stats = {key: value / max(1, steps) for key, value in totals.items()}
-    return {**stats, "skipped_steps": skipped, "images_per_second": images * accelerator.num_processes / elapsed,
-            "lr": scheduler.get_last_lr()[0]}
+    return {
+        **stats,
+        "skipped_steps": skipped,
+        "images_per_second": images * accelerator.num_processes / elapsed,
+        "lr": scheduler.get_last_lr()[0],
+    }
 
 
 @torch.inference_mode()
@@ -127,7 +146,8 @@ def predict_loader(model, loader, accelerator: Accelerator, prep: Preprocessing)
             features = net.backbone(normalize(batch["image"], prep))
             out = net.heads(features)
         gathered = accelerator.gather_for_metrics(
-            (out.part_logits.float(), out.anomaly_logits.float(), features.float(), batch["index"]))
+            (out.part_logits.float(), out.anomaly_logits.float(), features.float(), batch["index"])
+        )
         for store, value in zip(stores, gathered):
             store.append(value.cpu())
     order = torch.cat(stores[3]).argsort()
@@ -140,7 +160,9 @@ def evaluate(model, loader, accelerator: Accelerator, prep: Preprocessing, table
     if not (np.isfinite(part_logits).all() and np.isfinite(anomaly_logits).all()):
         raise FloatingPointError("the model produced non-finite outputs on the val split; lower train.lr")
     part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()
-    metrics, _ = compute_metrics(table, part_probs, calibration.probs(anomaly_logits), np.asarray(calibration.threshold))
+    metrics, _ = compute_metrics(
+        table, part_probs, calibration.probs(anomaly_logits), np.asarray(calibration.threshold)
+    )
     return metrics, part_logits, anomaly_logits, features
 
 
@@ -161,7 +183,8 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
     train_loader, val_loader = build_dataloaders(cfg, train, val)
     optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
+        model, optimizer, train_loader, val_loader, scheduler
+    )
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
     if resume and (state := latest_state(out / "state")) is not None:
@@ -174,11 +197,16 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
         train_loader.set_epoch(epoch)  # the seedable sampler's order depends on (seed, epoch) only
         train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, accelerator, ctx)
         metrics, part_logits, anomaly_logits, features = evaluate(
-            model, val_loader, accelerator, prep, val.table, Calibration())
+            model, val_loader, accelerator, prep, val.table, Calibration()
+        )
         kappa = metrics["predicted_gate"]["overall"]["study_kappa"]
-        record = {"epoch": epoch, **{f"train/{k}": v for k, v in train_stats.items()},
-                  "val/study_kappa": kappa, "val/study_auroc": metrics["predicted_gate"]["overall"]["study_auroc"],
-                  "val/part_accuracy": metrics["part_accuracy"]}
+        record = {
+            "epoch": epoch,
+            **{f"train/{k}": v for k, v in train_stats.items()},
+            "val/study_kappa": kappa,
+            "val/study_auroc": metrics["predicted_gate"]["overall"]["study_auroc"],
+            "val/part_accuracy": metrics["part_accuracy"],
+        }
         accelerator.log(record, step=epoch)
         progress.history.append(record)
         if accelerator.is_main_process:
@@ -201,20 +229,34 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
     return summary
 
 
-def _export_best(cfg: Config, model: MultiTaskNet, prep: Preprocessing, val: SplitData, metrics: dict,
-                 anomaly_logits: np.ndarray, features: np.ndarray) -> None:
+def _export_best(
+    cfg: Config,
+    model: MultiTaskNet,
+    prep: Preprocessing,
+    val: SplitData,
+    metrics: dict,
+    anomaly_logits: np.ndarray,
+    features: np.ndarray,
+) -> None:
     """Fit calibration, thresholds and the out-of-distribution score on val, and export to OUTPUT_DIR/best."""
     table = val.table
     parts = table["body_part"].map(PART_TO_IDX).to_numpy()
-    calibration = (fit_calibration(table["study_id"].to_numpy(), parts, table["label"].to_numpy(), anomaly_logits)
-                   if cfg.train.calibrate else Calibration())
+    calibration = (
+        fit_calibration(table["study_id"].to_numpy(), parts, table["label"].to_numpy(), anomaly_logits)
+        if cfg.train.calibrate
+        else Calibration()
+    )
     ood = fit_feature_distance(torch.from_numpy(features), torch.tensor(parts), quantile=0.99)
     meta = {
         "model": config_to_dict(cfg)["model"],
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std)},
         "calibration": calibration.to_dict(),
-        "ood": {"score": "feature_distance", "threshold": ood.threshold, "val_quantile": 0.99,
-                "low_part_confidence": 0.6},
+        "ood": {
+            "score": "feature_distance",
+            "threshold": ood.threshold,
+            "val_quantile": 0.99,
+            "low_part_confidence": 0.6,
+        },
         "metrics": {"split": "val (patient-grouped from the official train set)", **metrics},
         "train_config": config_to_dict(cfg),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -229,9 +271,13 @@ def _summary(progress: Progress, accelerator: Accelerator, model) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum().view(1)
     checksums = accelerator.gather(checksum.to(accelerator.device)).cpu().tolist()
-    return {"best_epoch": progress.best_epoch, "best_val_study_kappa": progress.best_kappa,
-            "world_size": accelerator.num_processes, "rank_param_checksums": checksums,
-            "history": progress.history}
+    return {
+        "best_epoch": progress.best_epoch,
+        "best_val_study_kappa": progress.best_kappa,
+        "world_size": accelerator.num_processes,
+        "rank_param_checksums": checksums,
+        "history": progress.history,
+    }
 
 
 def _share_cpu_cores(accelerator: Accelerator) -> None:
@@ -248,7 +294,11 @@ def _share_cpu_cores(accelerator: Accelerator) -> None:
 
 def _git_sha() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None

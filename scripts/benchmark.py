@@ -56,21 +56,39 @@ def make_bare_training(batch: int, size: int, steps: int, precision: str):
 
 def make_our_training(batch: int, size: int, steps: int, precision: str):
     """A function that runs one epoch of OUR loop (``steps`` batches from an in-memory cache), returns images/s."""
-    cfg = load_config(None, [f"data.image_size={size}", f"train.batch_size={batch}", "model.pretrained=false",
-                             f"train.mixed_precision={precision}", "train.epochs=1"])
+    cfg = load_config(
+        None,
+        [
+            f"data.image_size={size}",
+            f"train.batch_size={batch}",
+            "model.pretrained=false",
+            f"train.mixed_precision={precision}",
+            "train.epochs=1",
+        ],
+    )
     n = batch * steps
     rng = np.random.default_rng(0)
-    table = pd.DataFrame({"path": [f"img{i}" for i in range(n)], "body_part": [BODY_PARTS[i % 7] for i in range(n)],
-                          "label": rng.integers(0, 2, n), "study_id": [f"s{i}" for i in range(n)],
-                          "patient_id": [f"p{i}" for i in range(n)], "cache_row": np.arange(n)})
+    table = pd.DataFrame(
+        {
+            "path": [f"img{i}" for i in range(n)],
+            "body_part": [BODY_PARTS[i % 7] for i in range(n)],
+            "label": rng.integers(0, 2, n),
+            "study_id": [f"s{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "cache_row": np.arange(n),
+        }
+    )
     data = SplitData(table, rng.integers(0, 256, (n, 1, size, size), dtype=np.uint8))
     accelerator = Accelerator(cpu=True, mixed_precision=precision)
     model = MultiTaskNet("resnet18").to(memory_format=torch.channels_last)
     train_loader, _ = build_dataloaders(cfg, data, data)
     optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    ctx = {"cfg": cfg, "prep": resolve_preprocessing(accelerator.unwrap_model(model).backbone, size),
-           "class_weights": mura_class_weights(table)}
+    ctx = {
+        "cfg": cfg,
+        "prep": resolve_preprocessing(accelerator.unwrap_model(model).backbone, size),
+        "class_weights": mura_class_weights(table),
+    }
 
     def run() -> float:
         start = time.perf_counter()
@@ -96,8 +114,11 @@ def predict_latencies(size: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     bare = timm.create_model("resnet18", pretrained=False, num_classes=7).eval()
     x = torch.randn(1, 3, size, size)
-    config = {"preprocessing": {"image_size": size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-              "calibration": Calibration().to_dict(), "ood": {}}
+    config = {
+        "preprocessing": {"image_size": size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "calibration": Calibration().to_dict(),
+        "ood": {},
+    }
     predictor = Predictor(MultiTaskNet("resnet18"), config)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 400), dtype=np.uint8), mode="L")
 
@@ -130,13 +151,21 @@ def main(argv: list[str] | None = None) -> dict:
         ours = make_our_training(args.batch_size, args.image_size, args.steps, args.precision)
         rounds = [(bare(), ours()) for _ in range(args.repeats)]  # interleaved
         bare_rate, our_rate = (statistics.median(r[i] for r in rounds) for i in (0, 1))
-        report["training"] = {"batch_size": args.batch_size, "precision": args.precision,
-                              "bare_images_per_s": bare_rate, "ours_images_per_s": our_rate,
-                              "ratio": our_rate / bare_rate, "goal": ">= 0.9"}
+        report["training"] = {
+            "batch_size": args.batch_size,
+            "precision": args.precision,
+            "bare_images_per_s": bare_rate,
+            "ours_images_per_s": our_rate,
+            "ratio": our_rate / bare_rate,
+            "goal": ">= 0.9",
+        }
     lat = predict_latencies(args.image_size, repeats=max(10, args.repeats * 5))
-    report["predict"] = {**lat, "predict_ratio": lat["predict_ms"] / lat["bare_forward_ms"],
-                         "explain_ratio": lat["predict_explain_ms"] / lat["bare_forward_ms"],
-                         "goals": {"predict_ratio": "<= 1.10", "explain_ratio": "<= 1.25"}}
+    report["predict"] = {
+        **lat,
+        "predict_ratio": lat["predict_ms"] / lat["bare_forward_ms"],
+        "explain_ratio": lat["predict_explain_ms"] / lat["bare_forward_ms"],
+        "goals": {"predict_ratio": "<= 1.10", "explain_ratio": "<= 1.25"},
+    }
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))

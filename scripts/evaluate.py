@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from mura_mt.data import read_csv_index, read_mura_index
-from mura_mt.metrics import format_table
 from mura_mt.evaluation import evaluate_checkpoint
+from mura_mt.metrics import format_table
 from mura_mt.predictor import Predictor
 
 
@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> dict:
     table = read_csv_index(args.csv) if args.csv else read_mura_index(args.data_root, args.split)
     predictor = Predictor.from_pretrained(args.checkpoint, device=args.device)
     metrics, studies = evaluate_checkpoint(predictor, table, args.batch_size)
-    metrics["source"] = {"checkpoint": str(args.checkpoint), "data": args.csv or f"{args.data_root}:{args.split}",
-                         "n_images": len(table)}
+    metrics["source"] = {
+        "checkpoint": str(args.checkpoint),
+        "data": args.csv or f"{args.data_root}:{args.split}",
+        "n_images": len(table),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -36,10 +36,12 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "faithfulness.json").write_text(json.dumps(report, indent=2))
     _plot(report, out / "deletion.png")
-    print(f"pointing game {report['pointing_game']:.3f} (15 input px; strict 8 original px: "
-          f"{report['pointing_game_strict']:.3f}) over {report['n_views']} abnormal views; heatmap mass in "
-          f"boxes {report['energy_in_boxes']:.3f} (boxes cover {report['box_area_fraction']:.3f}); deletion area "
-          f"Grad-CAM {report['deletion_auc_gradcam']:.3f} vs random {report['deletion_auc_random']:.3f}")
+    print(
+        f"pointing game {report['pointing_game']:.3f} (15 input px; strict 8 original px: "
+        f"{report['pointing_game_strict']:.3f}) over {report['n_views']} abnormal views; heatmap mass in "
+        f"boxes {report['energy_in_boxes']:.3f} (boxes cover {report['box_area_fraction']:.3f}); deletion area "
+        f"Grad-CAM {report['deletion_auc_gradcam']:.3f} vs random {report['deletion_auc_random']:.3f}"
+    )
     return report
 
 
@@ -50,8 +52,18 @@ def _plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ax.plot(report["deletion_fractions"], report["deletion_gradcam"], "o-", label=f"Grad-CAM (area {report['deletion_auc_gradcam']:.3f})")
-    ax.plot(report["deletion_fractions"], report["deletion_random"], "s--", label=f"random map (area {report['deletion_auc_random']:.3f})")
+    ax.plot(
+        report["deletion_fractions"],
+        report["deletion_gradcam"],
+        "o-",
+        label=f"Grad-CAM (area {report['deletion_auc_gradcam']:.3f})",
+    )
+    ax.plot(
+        report["deletion_fractions"],
+        report["deletion_random"],
+        "s--",
+        label=f"random map (area {report['deletion_auc_random']:.3f})",
+    )
     ax.set_xlabel("fraction of pixels removed (hottest first)")
     ax.set_ylabel("abnormality probability")
     ax.set_title(f"Deletion curve; pointing game {report['pointing_game']:.2f}")

@@ -1,4 +1,6 @@
-"""Package a trained run as the bundled demo: python scripts/make_demo.py --run runs/synthetic --data-root data/synthetic.
+"""Package a trained run as the bundled demo.
+
+python scripts/make_demo.py --run runs/synthetic --data-root data/synthetic
 
 Re-exports RUN/best in half precision to checkpoints/demo/ (with a model card and its metrics on the synthetic
 valid split, measured through the Predictor) and copies a few synthetic valid images to examples/.
@@ -51,14 +53,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model, config = load_checkpoint(Path(args.run) / "best")
-    meta = {k: v for k, v in config.items() if k not in ("format_version", "body_parts", "weights_sha256", "weights_dtype")}
+    meta = {
+        k: v for k, v in config.items() if k not in ("format_version", "body_parts", "weights_sha256", "weights_dtype")
+    }
     extras = load_extra_tensors(Path(args.run) / "best")  # the out-of-distribution statistics stay float32
     out = export(args.out, model, meta, dtype=torch.float16, extra_tensors=extras)
     table = read_mura_index(args.data_root, "valid")
     metrics, _ = evaluate_checkpoint(Predictor.from_pretrained(out), table)
     (out / "metrics.json").write_text(json.dumps({"split": "synthetic valid", **metrics}, indent=2))
-    (out / "README.md").write_text(CARD.format(backbone=config["model"]["backbone"],
-                                               size=config["preprocessing"]["image_size"], table=format_table(metrics)))
+    (out / "README.md").write_text(
+        CARD.format(
+            backbone=config["model"]["backbone"],
+            size=config["preprocessing"]["image_size"],
+            table=format_table(metrics),
+        )
+    )
     examples = Path(args.examples_dir)
     examples.mkdir(exist_ok=True)
     studies = table.drop_duplicates("study_id")

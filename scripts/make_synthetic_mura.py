@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes drawing images")
     args = parser.parse_args(argv)
-    valid = args.valid_studies_per_part if args.valid_studies_per_part is not None else max(1, args.studies_per_part // 4)
+    valid = (
+        args.valid_studies_per_part if args.valid_studies_per_part is not None else max(1, args.studies_per_part // 4)
+    )
     start = time.perf_counter()
     mura_dir = make_synthetic_mura(args.out, args.studies_per_part, valid, args.seed, args.workers, progress=True)
     print(f"wrote {mura_dir} in {time.perf_counter() - start:.1f} s")

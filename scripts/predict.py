@@ -29,7 +29,9 @@ def collect_studies(inputs: list[str]) -> dict[str, list[str]]:
     paths: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("._"))
+            paths += sorted(
+                p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("._")
+            )
         elif item.suffix.lower() == ".csv":
             first = item.read_text().splitlines()[0]
             if first.startswith("MURA-v1.1/"):  # official header-less image list, relative to MURA's parent
@@ -46,8 +48,9 @@ def collect_studies(inputs: list[str]) -> dict[str, list[str]]:
     return dict(studies)
 
 
-def predict_study_rows(predictor: Predictor, study: str, paths: list[str], body_part: str | None,
-                       cam_dir: Path | None) -> list[dict]:
+def predict_study_rows(
+    predictor: Predictor, study: str, paths: list[str], body_part: str | None, cam_dir: Path | None
+) -> list[dict]:
     readable, rows = [], []
     for path in paths:
         try:
@@ -58,11 +61,21 @@ def predict_study_rows(predictor: Predictor, study: str, paths: list[str], body_
         return rows
     result = predictor.predict_study([image for _, image in readable], body_part, explain=cam_dir is not None)
     for (path, image), view in zip(readable, result.views):
-        rows.append({"path": path, "study": study, "body_part": result.body_part,
-                     "part_prob": result.part_probs[result.body_part], "abnormal_prob": view.abnormal_prob,
-                     "is_abnormal": view.is_abnormal, "study_abnormal_prob": result.abnormal_prob,
-                     "study_is_abnormal": result.is_abnormal, "gated_by": result.gated_by,
-                     "warnings": " | ".join(view.warnings), "error": ""})
+        rows.append(
+            {
+                "path": path,
+                "study": study,
+                "body_part": result.body_part,
+                "part_prob": result.part_probs[result.body_part],
+                "abnormal_prob": view.abnormal_prob,
+                "is_abnormal": view.is_abnormal,
+                "study_abnormal_prob": result.abnormal_prob,
+                "study_is_abnormal": result.is_abnormal,
+                "gated_by": result.gated_by,
+                "warnings": " | ".join(view.warnings),
+                "error": "",
+            }
+        )
         if cam_dir is not None:
             name = "_".join(Path(path).with_suffix("").parts[-3:]) + "_cam.png"
             overlay(image, view.heatmap).save(cam_dir / name)
@@ -100,7 +113,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for p in parts:
             p.unlink()
         failed = int(table["error"].fillna("").astype(bool).sum()) if "error" in table else 0
-        print(f"wrote {len(table)} rows for {len(studies)} studies to {out}" + (f"; {failed} unreadable" if failed else ""))
+        print(
+            f"wrote {len(table)} rows for {len(studies)} studies to {out}"
+            + (f"; {failed} unreadable" if failed else "")
+        )
     return table
 
 

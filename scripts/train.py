@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.init_trackers("mura-mt")
     summary = fit(cfg, accelerator, resume=args.resume)
     if accelerator.is_main_process:
-        print(f"best epoch {summary['best_epoch']}: val study kappa {summary['best_val_study_kappa']:.4f} "
-              f"-> {cfg.output_dir}/best")
+        print(
+            f"best epoch {summary['best_epoch']}: val study kappa {summary['best_val_study_kappa']:.4f} "
+            f"-> {cfg.output_dir}/best"
+        )
     return summary
 
 

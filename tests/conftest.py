@@ -46,6 +46,8 @@ def trained_run(synthetic_root, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("smoke_run")
     cfg = load_config(REPO / "configs/smoke.yaml", smoke_overrides(synthetic_root, out))
-    accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0))
+    accelerator = Accelerator(
+        cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0)
+    )
     fit(cfg, accelerator)
     return out

@@ -17,8 +17,13 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes = b"", extra: bytes = b"") -> bytes:
     """A PNG with any IHDR (even a lying one) and the given filtered scanlines."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", zlib.compress(rows))
-            + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + extra
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def png16(array: np.ndarray) -> bytes:

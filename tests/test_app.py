@@ -35,8 +35,14 @@ def server():
     env.pop("MURA_MT_CHECKPOINT", None)
     log = open(ARTIFACTS.parent / ".app-test.log", "w") if ARTIFACTS.parent.exists() else subprocess.DEVNULL
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         while True:
@@ -86,7 +92,9 @@ def test_single_image_api(client, sample_images):
     from gradio_client import handle_file
 
     result, overlay_path = client.predict(handle_file(sample_images["single"]), "auto", True, api_name="/predict")
-    assert {"body_part", "part_probs", "abnormal_prob", "threshold", "is_abnormal", "gated_by", "warnings"} <= set(result)
+    assert {"body_part", "part_probs", "abnormal_prob", "threshold", "is_abnormal", "gated_by", "warnings"} <= set(
+        result
+    )
     assert sum(result["part_probs"].values()) == pytest.approx(1.0, abs=1e-4)
     assert result["gated_by"] == "predicted" and 0 <= result["abnormal_prob"] <= 1
     with Image.open(overlay_path) as overlay, Image.open(sample_images["single"]) as original:
@@ -125,11 +133,17 @@ def test_bad_file_is_a_clear_error_and_the_server_stays_healthy(client, sample_i
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("route", [
-    "gradio_api/file=/etc/passwd", "gradio_api/file=../../../../etc/passwd",
-    "gradio_api/file=..%2F..%2F..%2Fetc%2Fpasswd", "gradio_api/file=app.py",
-    "gradio_api/file=checkpoints/demo/model.safetensors", "gradio_api/file=" + str(REPO / "app.py"),
-])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "gradio_api/file=/etc/passwd",
+        "gradio_api/file=../../../../etc/passwd",
+        "gradio_api/file=..%2F..%2F..%2Fetc%2Fpasswd",
+        "gradio_api/file=app.py",
+        "gradio_api/file=checkpoints/demo/model.safetensors",
+        "gradio_api/file=" + str(REPO / "app.py"),
+    ],
+)
 def test_file_routes_do_not_leak_server_files(server, route):
     response = httpx.get(server + route, timeout=10)
     assert response.status_code in (403, 404), (route, response.status_code)
@@ -137,7 +151,10 @@ def test_file_routes_do_not_leak_server_files(server, route):
 
 @pytest.mark.slow
 def test_run_route_and_monitoring_are_closed(server):
-    assert httpx.post(server + "gradio_api/run/predict", json={"data": [None, "auto", True]}, timeout=10).status_code == 404
+    assert (
+        httpx.post(server + "gradio_api/run/predict", json={"data": [None, "auto", True]}, timeout=10).status_code
+        == 404
+    )
     assert httpx.get(server + "monitoring", timeout=10).status_code in (403, 404)  # enable_monitoring=False
 
 
@@ -152,11 +169,25 @@ def test_browser_upload_click_verdict_and_overlay(server, sample_images):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
-            for name, viewport in (("laptop", {"width": 1280, "height": 900}), ("phone", {"width": 390, "height": 844})):
+            for name, viewport in (
+                ("laptop", {"width": 1280, "height": 900}),
+                ("phone", {"width": 390, "height": 844}),
+            ):
                 page = browser.new_page(viewport=viewport)
                 page.goto(server, wait_until="networkidle")
                 page.set_input_files("#upload input[type=file]", sample_images["study"])
@@ -178,8 +209,9 @@ def test_dicom_upload_through_the_api(client):
     from gradio_client import handle_file
     from pydicom.data import get_testdata_file
 
-    result, overlay_path = client.predict(handle_file(get_testdata_file("RG3_UNCR.dcm")), "auto", True,
-                                          api_name="/predict")
+    result, overlay_path = client.predict(
+        handle_file(get_testdata_file("RG3_UNCR.dcm")), "auto", True, api_name="/predict"
+    )
     assert result["body_part"] in ("elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist")
     with Image.open(overlay_path) as overlay:
         assert overlay.size == (1760, 1760)

@@ -5,7 +5,9 @@ from tests.conftest import REPO
 
 
 def test_overrides_are_typed_and_applied():
-    cfg = load_config(REPO / "configs/smoke.yaml", ["train.lr=3e-4", "train.epochs=5", "data.root=/x", "model.pretrained=true"])
+    cfg = load_config(
+        REPO / "configs/smoke.yaml", ["train.lr=3e-4", "train.epochs=5", "data.root=/x", "model.pretrained=true"]
+    )
     assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 5 and cfg.data.root == "/x" and cfg.model.pretrained is True
 
@@ -37,7 +39,9 @@ def test_spaces_requirements_match_the_package_pins():
     import tomllib
 
     pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    listed = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    listed = [
+        line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert listed == pinned
     front_matter = (REPO / "README.md").read_text().split("---")[1]
     gradio_pin = next(p for p in pinned if p.startswith("gradio=="))

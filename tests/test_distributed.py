@@ -16,10 +16,26 @@ from tests.conftest import REPO
 def test_two_process_accelerate_launch(synthetic_root, tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     # environment.md: `--cpu --num_processes 2` silently runs one process; this form really starts two.
-    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-               str(REPO / "scripts/train.py"), "--config", str(REPO / "configs/smoke.yaml"),
-               f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}"]
+    command = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        str(REPO / "scripts/train.py"),
+        "--config",
+        str(REPO / "configs/smoke.yaml"),
+        f"data.root={synthetic_root}",
+        f"output_dir={tmp_path / 'run'}",
+    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -35,11 +51,34 @@ def test_two_process_accelerate_launch(synthetic_root, tmp_path):
 def _launch(args, tmp_path, processes=1, port=29519):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     if processes == 1:
-        head = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no"]
+        head = [
+            accelerate,
+            "launch",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
     else:
-        head = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+        head = [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+        ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
     return head + args, env
 
@@ -54,11 +93,17 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(synthetic_root,
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
-    args = [str(REPO / "scripts/train.py"), "--config", str(REPO / "configs/smoke.yaml"),
-            f"data.root={synthetic_root}", f"output_dir={run}"]
+    args = [
+        str(REPO / "scripts/train.py"),
+        "--config",
+        str(REPO / "configs/smoke.yaml"),
+        f"data.root={synthetic_root}",
+        f"output_dir={run}",
+    ]
     command, env = _launch(args, tmp_path)
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while not (run / "state/epoch_0000/COMPLETE").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -82,10 +127,22 @@ def test_predict_shards_over_two_processes_into_one_csv(trained_run, synthetic_r
     from mura_mt.data import read_mura_index
 
     valid = synthetic_root / "MURA-v1.1/valid"
-    command, env = _launch([str(REPO / "scripts/predict.py"), "--checkpoint", str(trained_run / "best"), str(valid),
-                            "--out", str(tmp_path / "preds.csv")], tmp_path, processes=2, port=29521)
-    done = subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    command, env = _launch(
+        [
+            str(REPO / "scripts/predict.py"),
+            "--checkpoint",
+            str(trained_run / "best"),
+            str(valid),
+            "--out",
+            str(tmp_path / "preds.csv"),
+        ],
+        tmp_path,
+        processes=2,
+        port=29521,
+    )
+    done = subprocess.run(
+        command, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     preds = pd.read_csv(tmp_path / "preds.csv")
     table = read_mura_index(synthetic_root, "valid")

@@ -90,10 +90,18 @@ def test_multi_frame_images_are_refused():
             load_radiograph(data.getvalue())
 
 
-@pytest.mark.parametrize("width, height, message", [
-    (0, 64, "zero size"), (1, 1, "too small"), (1, 100000, "too small"), (16, 16, "too small"),
-    (64, 5000, "too elongated"), (20000, 20000, "too large"), (12000, 12000, "too large"),
-])
+@pytest.mark.parametrize(
+    "width, height, message",
+    [
+        (0, 64, "zero size"),
+        (1, 1, "too small"),
+        (1, 100000, "too small"),
+        (16, 16, "too small"),
+        (64, 5000, "too elongated"),
+        (20000, 20000, "too large"),
+        (12000, 12000, "too large"),
+    ],
+)
 def test_bad_geometry_is_refused_before_decoding(width, height, message):
     data = raw_png(width, height, 8, 0, b"\x00" * 1024)  # the header lies: almost no pixel data follows
     start = time.perf_counter()
@@ -109,8 +117,12 @@ def test_decompression_bomb_is_refused_fast():
     compressor = zlib.compressobj(9)
     line = b"\x00" + b"\x00" * 12000
     body = b"".join(compressor.compress(line) for _ in range(200)) + compressor.flush()
-    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", __import__("struct").pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0))
-            + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", __import__("struct").pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", body)
+        + png_chunk(b"IEND", b"")
+    )
     assert len(data) < 200_000
     start = time.perf_counter()
     with pytest.raises(InvalidImageError, match="too large"):
@@ -127,12 +139,19 @@ def test_truncated_and_empty_files(fmt):
         load_radiograph(b"")
 
 
-@pytest.mark.parametrize("payload", [
-    b"hello, this is text", b"<html><script>alert(1)</script></html>",
-    b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>',
-    b"II*\x00" + b"\x00" * 200, b"8BPS" + b"\x00" * 200, b"SIMPLE  =                    T" + b" " * 200,
-    b"%!PS-Adobe-3.0 EPSF-3.0\n" + b"\x00" * 200, b"%PDF-1.7\n" + b"\x00" * 200,
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"hello, this is text",
+        b"<html><script>alert(1)</script></html>",
+        b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>',
+        b"II*\x00" + b"\x00" * 200,
+        b"8BPS" + b"\x00" * 200,
+        b"SIMPLE  =                    T" + b" " * 200,
+        b"%!PS-Adobe-3.0 EPSF-3.0\n" + b"\x00" * 200,
+        b"%PDF-1.7\n" + b"\x00" * 200,
+    ],
+)
 def test_other_formats_named_png_are_refused(payload, tmp_path):
     path = tmp_path / "upload.png"
     path.write_bytes(payload)

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mura_mt.losses import mura_class_weights, multitask_loss
+from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.model import ModelOutput
 
 
@@ -27,7 +27,9 @@ def test_non_selected_heads_do_not_change_the_loss():
     other = multitask_loss(ModelOutput(part_logits, changed), parts, labels, weights)
     assert torch.equal(base["anomaly_loss"], other["anomaly_loss"])
     changed[0, 0] += 1.0  # the selected column does matter
-    assert not torch.equal(base["anomaly_loss"], multitask_loss(ModelOutput(part_logits, changed), parts, labels, weights)["anomaly_loss"])
+    assert not torch.equal(
+        base["anomaly_loss"], multitask_loss(ModelOutput(part_logits, changed), parts, labels, weights)["anomaly_loss"]
+    )
 
 
 def test_loss_matches_hand_computation():
@@ -35,8 +37,9 @@ def test_loss_matches_hand_computation():
     anomaly[1, 3] = 2.0
     weights = torch.full((7, 2), 0.5)
     weights[3] = torch.tensor([0.2, 0.8])
-    losses = multitask_loss(ModelOutput(part_logits, anomaly), torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), weights,
-                            part_weight=2.0)
+    losses = multitask_loss(
+        ModelOutput(part_logits, anomaly), torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), weights, part_weight=2.0
+    )
     expected_bce = (0.5 * torch.log(torch.tensor(2.0)) + 0.8 * torch.nn.functional.softplus(torch.tensor(-2.0))) / 2
     assert losses["anomaly_loss"].item() == pytest.approx(expected_bce.item(), rel=1e-6)
     assert losses["part_loss"].item() == pytest.approx(torch.log(torch.tensor(7.0)).item())

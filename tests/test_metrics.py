@@ -11,12 +11,14 @@ from mura_mt.metrics import compute_metrics, gate_predictions
 @pytest.fixture
 def hand_made():
     """Four studies, seven images; image probabilities chosen by hand."""
-    table = pd.DataFrame({
-        "path": [f"img{i}" for i in range(7)],
-        "study_id": ["s1", "s1", "s2", "s3", "s3", "s3", "s4"],
-        "body_part": ["wrist", "wrist", "wrist", "hand", "hand", "hand", "hand"],
-        "label": [1, 1, 0, 1, 1, 1, 0],
-    })
+    table = pd.DataFrame(
+        {
+            "path": [f"img{i}" for i in range(7)],
+            "study_id": ["s1", "s1", "s2", "s3", "s3", "s3", "s4"],
+            "body_part": ["wrist", "wrist", "wrist", "hand", "hand", "hand", "hand"],
+            "label": [1, 1, 0, 1, 1, 1, 0],
+        }
+    )
     part_probs = np.full((7, 7), 0.01)
     truth = table["body_part"].map(PART_TO_IDX).to_numpy()
     part_probs[np.arange(7), truth] = 0.94
@@ -32,7 +34,9 @@ def hand_made():
 def test_study_aggregation_and_gates(hand_made):
     table, part_probs, anomaly = hand_made
     _, true_studies = gate_predictions(table, part_probs, anomaly, np.full(7, 0.5), "true")
-    assert true_studies.set_index("study_id")["prob"].to_dict() == pytest.approx({"s1": 0.7, "s2": 0.6, "s3": 0.5, "s4": 0.3})
+    assert true_studies.set_index("study_id")["prob"].to_dict() == pytest.approx(
+        {"s1": 0.7, "s2": 0.6, "s3": 0.5, "s4": 0.3}
+    )
     _, predicted = gate_predictions(table, part_probs, anomaly, np.full(7, 0.5), "predicted")
     s4 = predicted.set_index("study_id").loc["s4"]
     assert s4["predicted_part"] == "finger" and s4["prob"] == pytest.approx(0.8) and s4["pred"] == 1
@@ -52,7 +56,9 @@ def test_metrics_equal_scikit_learn(hand_made):
     predicted = metrics["predicted_gate"]["overall"]
     assert predicted["study_kappa"] == pytest.approx(cohen_kappa_score(y, [1, 1, 0, 1]))
     assert metrics["part_accuracy"] == pytest.approx(6 / 7)
-    assert metrics["true_gate"]["wrist"]["n_studies"] == 2 and metrics["true_gate"]["hand"]["study_kappa"] == pytest.approx(0.0)
+    assert metrics["true_gate"]["wrist"]["n_studies"] == 2 and metrics["true_gate"]["hand"][
+        "study_kappa"
+    ] == pytest.approx(0.0)
     assert list(studies.columns) == ["study_id", "body_part", "predicted_part", "label", "prob", "pred"]
 
 

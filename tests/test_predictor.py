@@ -105,8 +105,11 @@ def test_concurrent_calls_equal_sequential_ones(predictor, valid_table):
 
 
 def _config(image_size=96):
-    return {"preprocessing": {"image_size": image_size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-            "calibration": Calibration().to_dict(), "ood": {}}
+    return {
+        "preprocessing": {"image_size": image_size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "calibration": Calibration().to_dict(),
+        "ood": {},
+    }
 
 
 def test_heatmap_lands_on_the_evidence_in_original_coordinates():
@@ -119,7 +122,9 @@ def test_heatmap_lands_on_the_evidence_in_original_coordinates():
     model = MultiTaskNet("resnet18").eval()
     predictor = Predictor(model, _config(224))  # 7x7 CAM grid: fine enough to tell corners apart
     with torch.no_grad():  # a head that reads "how much more is there than in the image without the patch"
-        delta = model.backbone(predictor.preprocess(Image.fromarray(spot))) - model.backbone(predictor.preprocess(Image.fromarray(base)))
+        delta = model.backbone(predictor.preprocess(Image.fromarray(spot))) - model.backbone(
+            predictor.preprocess(Image.fromarray(base))
+        )
         model.anomaly_head.weight[BODY_PARTS.index("hand")] = delta[0]
     result = predictor.predict(Image.fromarray(spot), body_part="hand", explain=True)
     y, x = np.unravel_index(int(result.heatmap.argmax()), result.heatmap.shape)

@@ -9,8 +9,9 @@ from scripts import evaluate, predict
 
 
 def test_evaluate_writes_both_gates_and_study_csv(trained_run, synthetic_root, tmp_path, capsys):
-    metrics = evaluate.main(["--checkpoint", str(trained_run / "best"), "--data-root", str(synthetic_root),
-                             "--out", str(tmp_path)])
+    metrics = evaluate.main(
+        ["--checkpoint", str(trained_run / "best"), "--data-root", str(synthetic_root), "--out", str(tmp_path)]
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["predicted_gate"]["overall"] == metrics["predicted_gate"]["overall"]
     for gate in ("predicted_gate", "true_gate"):
@@ -29,8 +30,18 @@ def test_predict_groups_views_and_reports_bad_files(trained_run, synthetic_root,
     bad = tmp_path / "bad" / "broken.png"
     bad.parent.mkdir()
     bad.write_bytes(b"not an image")
-    out = predict.main(["--checkpoint", str(trained_run / "best"), study_dir, str(bad), "--out",
-                        str(tmp_path / "p.csv"), "--cam-dir", str(tmp_path / "cams")])
+    out = predict.main(
+        [
+            "--checkpoint",
+            str(trained_run / "best"),
+            study_dir,
+            str(bad),
+            "--out",
+            str(tmp_path / "p.csv"),
+            "--cam-dir",
+            str(tmp_path / "cams"),
+        ]
+    )
     written = pd.read_csv(tmp_path / "p.csv")
     assert len(written) == len(out) == (table["path"].str.startswith(study_dir + "/")).sum() + 1
     good = written[written["error"].isna()]
@@ -42,8 +53,18 @@ def test_predict_groups_views_and_reports_bad_files(trained_run, synthetic_root,
 def test_faithfulness_report(trained_run, synthetic_root, tmp_path):
     from scripts import faithfulness
 
-    report = faithfulness.main(["--checkpoint", str(trained_run / "best"), "--data-root", str(synthetic_root),
-                                "--out", str(tmp_path), "--max-views", "3"])
+    report = faithfulness.main(
+        [
+            "--checkpoint",
+            str(trained_run / "best"),
+            "--data-root",
+            str(synthetic_root),
+            "--out",
+            str(tmp_path),
+            "--max-views",
+            "3",
+        ]
+    )
     assert report["n_views"] == 3 and 0.0 <= report["pointing_game"] <= 1.0
     assert len(report["deletion_gradcam"]) == len(report["deletion_random"]) == 11
     assert json.loads((tmp_path / "faithfulness.json").read_text())["n_views"] == 3

@@ -1,6 +1,7 @@
 """Training end to end: in-process fit, export round trip, resume, guards, a second architecture."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from tests.conftest import REPO, smoke_overrides
 
 def _fit(data_root, out, *extra, resume=False):
     cfg = load_config(REPO / "configs/smoke.yaml", smoke_overrides(data_root, out, *extra))
-    accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0))
+    accelerator = Accelerator(
+        cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0)
+    )
     return fit(cfg, accelerator, resume=resume)
 
 
@@ -90,7 +93,7 @@ def test_exploding_learning_rate_stops_without_a_nan_export(synthetic_root, tmp_
 def test_unreadable_images_abort_with_a_list(mura_copy, tmp_path):
     table = read_mura_index(mura_copy, "train")
     broken = table["path"][5]
-    open(broken, "wb").write(open(broken, "rb").read()[:200])  # truncated PNG
+    Path(broken).write_bytes(Path(broken).read_bytes()[:200])  # truncated PNG
     with pytest.raises(MuraIndexError, match="1 unreadable images") as err:
         _fit(mura_copy, tmp_path / "run", "data.kind=mura")
     assert "quarantine" in str(err.value)
@@ -101,8 +104,16 @@ def test_unreadable_images_under_the_limit_are_quarantined(mura_copy, tmp_path):
     broken = table["path"][5]
     Image.new("L", (4, 4)).save(broken)  # too small to be a radiograph
     _fit(mura_copy, tmp_path / "run", "data.kind=mura", "data.max_bad_images=1", "train.epochs=1")
-    quarantined = {**json.loads((tmp_path / "run/quarantine-train.json").read_text())} if (tmp_path / "run/quarantine-train.json").exists() else {}
-    quarantined.update(json.loads((tmp_path / "run/quarantine-val.json").read_text()) if (tmp_path / "run/quarantine-val.json").exists() else {})
+    quarantined = (
+        {**json.loads((tmp_path / "run/quarantine-train.json").read_text())}
+        if (tmp_path / "run/quarantine-train.json").exists()
+        else {}
+    )
+    quarantined.update(
+        json.loads((tmp_path / "run/quarantine-val.json").read_text())
+        if (tmp_path / "run/quarantine-val.json").exists()
+        else {}
+    )
     assert list(quarantined) == [broken]
 
 

@@ -58,10 +58,16 @@ def build_image_cache(
 
     # PIL decoding and resizing release the GIL, so threads use every core without pickling images.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        list(tqdm(pool.map(decode, range(len(paths))), total=len(paths), desc=f"caching images at {size}px",
-                  disable=not progress, mininterval=2.0))
+        list(
+            tqdm(
+                pool.map(decode, range(len(paths))),
+                total=len(paths),
+                desc=f"caching images at {size}px",
+                disable=not progress,
+                mininterval=2.0,
+            )
+        )
     array.flush()
-    del array
-    os.replace(tmp_file, array_file)
+    os.replace(tmp_file, array_file)  # the memory map stays valid across a rename on POSIX
     failures_file.write_text(json.dumps(failures, indent=1))
     return np.load(array_file, mmap_mode="r"), failures

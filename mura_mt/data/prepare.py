@@ -73,7 +73,9 @@ def load_split_data(cfg: Config, table: pd.DataFrame, accelerator: Accelerator, 
     cache_dir = Path(cfg.data.cache_dir or Path(cfg.output_dir) / "cache")
     paths = table["path"].tolist()
     with accelerator.main_process_first():
-        images, failures = build_image_cache(paths, cfg.data.image_size, cache_dir, progress=accelerator.is_main_process)
+        images, failures = build_image_cache(
+            paths, cfg.data.image_size, cache_dir, progress=accelerator.is_main_process
+        )
     table = table.assign(cache_row=np.arange(len(table)))
     if failures:
         report = Path(cfg.output_dir) / f"quarantine-{name}.json"
@@ -85,7 +87,9 @@ def load_split_data(cfg: Config, table: pd.DataFrame, accelerator: Accelerator, 
                 f"{len(failures)} unreadable images in the {name} split (limit data.max_bad_images="
                 f"{cfg.data.max_bad_images}); listed in {report}. First: {first}"
             )
-        logger.warning(f"quarantined {len(failures)} unreadable {name} images (listed in {report})", main_process_only=True)
+        logger.warning(
+            f"quarantined {len(failures)} unreadable {name} images (listed in {report})", main_process_only=True
+        )
         table = table[~table["path"].isin(failures)].reset_index(drop=True)
     return SplitData(table, images)
 

@@ -65,7 +65,9 @@ class _Study:
     @property
     def rel_dir(self) -> str:
         suffix = "positive" if self.label else "negative"
-        return f"MURA-v1.1/{self.split}/XR_{self.part.upper()}/patient{self.patient:05d}/study{self.study_number}_{suffix}"
+        return (
+            f"MURA-v1.1/{self.split}/XR_{self.part.upper()}/patient{self.patient:05d}/study{self.study_number}_{suffix}"
+        )
 
 
 def make_synthetic_mura(
@@ -116,7 +118,9 @@ def _plan(n_per_part: int, split: str, first_patient: int, seed: int) -> list[_S
             counts[(patient, part)] = counts.get((patient, part), 0) + 1
             label = int(rng.random() < 0.4)
             n_views = int(rng.choice([1, 2, 3, 4], p=[0.15, 0.35, 0.35, 0.15]))
-            studies.append(_Study(split, part, patient, counts[(patient, part)], label, n_views, (seed, part_idx, k, patient)))
+            studies.append(
+                _Study(split, part, patient, counts[(patient, part)], label, n_views, (seed, part_idx, k, patient))
+            )
     return studies
 
 
@@ -155,7 +159,10 @@ def _draw_view(part: str, rng: np.random.Generator, lesion) -> tuple[Image.Image
 
     def place(x: float, y: float) -> tuple[float, float]:
         dx, dy = (x - 0.5) * frame, (y - 0.5) * frame * (stretch if height > width else 1.0)
-        return (centre[0] + dx * math.cos(angle) - dy * math.sin(angle), centre[1] + dx * math.sin(angle) + dy * math.cos(angle))
+        return (
+            centre[0] + dx * math.cos(angle) - dy * math.sin(angle),
+            centre[1] + dx * math.sin(angle) + dy * math.cos(angle),
+        )
 
     segments, blobs = _ANATOMY[part]
     tissue = Image.new("L", (width, height), int(rng.integers(8, 30)))
@@ -200,10 +207,12 @@ def _draw_lesion(draw: ImageDraw.ImageDraw, lesion, place, frame: float, rng, bo
         draw.line(pts, fill=int(rng.integers(10, 35)), width=max(4, int(frame * 0.035)))
     elif kind == "hardware":  # a bright plate with screws along the bone
         along = half * 2.2
-        plate = [(cx - ux * along - uy * half * 0.35, cy - uy * along + ux * half * 0.35),
-                 (cx + ux * along - uy * half * 0.35, cy + uy * along + ux * half * 0.35),
-                 (cx + ux * along + uy * half * 0.35, cy + uy * along - ux * half * 0.35),
-                 (cx - ux * along + uy * half * 0.35, cy - uy * along - ux * half * 0.35)]
+        plate = [
+            (cx - ux * along - uy * half * 0.35, cy - uy * along + ux * half * 0.35),
+            (cx + ux * along - uy * half * 0.35, cy + uy * along + ux * half * 0.35),
+            (cx + ux * along + uy * half * 0.35, cy + uy * along - ux * half * 0.35),
+            (cx - ux * along + uy * half * 0.35, cy - uy * along - ux * half * 0.35),
+        ]
         draw.polygon(plate, fill=255)
         for s in (-0.7, 0.0, 0.7):
             sx, sy, r = cx + ux * along * s, cy + uy * along * s, half * 0.3

@@ -82,7 +82,9 @@ def eval_transform(image: Image.Image, prep: Preprocessing) -> tuple[torch.Tenso
 
 def unletterbox(maps: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Map [..., S, S] maps (e.g. Grad-CAM) back to the original image: crop the padding, resize bilinearly."""
-    inner = maps[..., geometry.top : geometry.top + geometry.inner_height, geometry.left : geometry.left + geometry.inner_width]
+    inner = maps[
+        ..., geometry.top : geometry.top + geometry.inner_height, geometry.left : geometry.left + geometry.inner_width
+    ]
     flat = inner.reshape(-1, 1, *inner.shape[-2:]).float()
     resized = F.interpolate(flat, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False)
     return resized.reshape(*maps.shape[:-2], geometry.height, geometry.width)
