@@ -15,27 +15,12 @@ from tests.conftest import REPO
 @pytest.mark.slow
 def test_two_process_accelerate_launch(synthetic_root, tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    # environment.md: `--cpu --num_processes 2` silently runs one process; this form really starts two.
+    # The shipped config; `--cpu --num_processes 2` or MULTI_CPU would silently start only one process.
     command = [
-        accelerate,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-        str(REPO / "scripts/train.py"),
-        "--config",
-        str(REPO / "configs/smoke.yaml"),
-        f"data.root={synthetic_root}",
-        f"output_dir={tmp_path / 'run'}",
-    ]
+        accelerate, "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
+        str(REPO / "scripts/train.py"), "--config", str(REPO / "configs/smoke.yaml"),
+        f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
