@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
 from mura_mt.explain import overlay
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--cam-dir", default=None, help="write Grad-CAM overlay PNGs here")
     args = parser.parse_args(argv)
 
-    state = PartialState()
+    # Unlike Accelerator, a bare PartialState ignores ACCELERATE_USE_CPU and would run every CPU rank as rank 0.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     studies = collect_studies(args.inputs)
     predictor = Predictor.from_pretrained(args.checkpoint, device=state.device)
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             p.unlink()
         failed = int(table["error"].fillna("").astype(bool).sum()) if "error" in table else 0
         print(
-            f"wrote {len(table)} rows for {len(studies)} studies to {out}"
+            f"wrote {len(table)} rows for {len(studies)} studies from {state.num_processes} processes to {out}"
             + (f"; {failed} unreadable" if failed else "")
         )
     return table

@@ -132,5 +132,6 @@ def test_predict_shards_over_two_processes_into_one_csv(trained_run, synthetic_r
     preds = pd.read_csv(tmp_path / "preds.csv")
     table = read_mura_index(synthetic_root, "valid")
     assert sorted(preds["path"]) == sorted(table["path"])  # every image once, none lost or doubled
+    assert "2 processes" in done.stdout  # really sharded, not the same work done twice
     assert preds.groupby("study")["body_part"].nunique().max() == 1
     assert not list(tmp_path.glob(".preds.csv.rank*"))
