@@ -58,7 +58,12 @@ class StudyPrediction(Prediction):
 
 
 class Predictor:
-    """Loads a checkpoint once; predicts images and studies."""
+    """Loads a checkpoint once; predicts images and studies.
+
+    The Predictor owns the model it is given: it moves it to ``device``, puts it in eval mode and freezes its
+    weights (Grad-CAM needs gradients only up to the CAM layer). Build it from a checkpoint with
+    ``from_pretrained``; pass a model you still train elsewhere only as a copy.
+    """
 
     def __init__(
         self, model: MultiTaskNet, config: dict, device: str | torch.device = "cpu", ood: FeatureDistance | None = None

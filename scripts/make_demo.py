@@ -16,10 +16,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from mura_mt.checkpoint import export, load_checkpoint, load_extra_tensors
 from mura_mt.data import read_mura_index
+from mura_mt.data.index import find_mura_dir
 from mura_mt.evaluation import evaluate_checkpoint
 from mura_mt.metrics import format_table
 from mura_mt.predictor import Predictor
@@ -70,10 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     examples = Path(args.examples_dir)
     examples.mkdir(exist_ok=True)
-    studies = table.drop_duplicates("study_id")
+    mura_dir = find_mura_dir(args.data_root)
+    with_lesion = {str(mura_dir.parent / p) for p in pd.read_csv(mura_dir / "lesions.csv")["path"]}
     for part, label in (("wrist", 1), ("hand", 0), ("elbow", 1), ("shoulder", 0)):
-        row = studies[(studies["body_part"] == part) & (studies["label"] == label)].iloc[0]
-        shutil.copy(row["path"], examples / f"synthetic_{part}_{'abnormal' if label else 'normal'}.png")
+        # an abnormal example must show its finding: abnormal studies have views without one
+        chosen = table[(table["body_part"] == part) & (table["label"] == label)]
+        if label:
+            chosen = chosen[chosen["path"].isin(with_lesion)]
+        shutil.copy(chosen["path"].iloc[0], examples / f"synthetic_{part}_{'abnormal' if label else 'normal'}.png")
     print(format_table(metrics))
     print(f"demo checkpoint at {out}; examples in {examples}")
 
