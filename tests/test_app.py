@@ -245,3 +245,31 @@ def test_burst_beyond_the_queue_is_refused_quickly_and_admitted_jobs_finish(clie
     assert refused > 0 and finished >= 16
     again, _ = client.predict(file, "auto", False, api_name="/predict")
     assert again == reference
+
+
+@pytest.mark.slow
+def test_unexpected_failure_reaches_the_client_without_internals(trained_run, sample_images):
+    """Inject a fault inside the model call: the client gets a generic error, no message, path or trace."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from app import build_demo
+    from mura_mt import Predictor
+
+    predictor = Predictor.from_pretrained(trained_run / "best")
+
+    def broken_backbone(*args, **kwargs):
+        raise RuntimeError("internal detail /secret/path/weights.bin")
+
+    predictor.model.backbone.forward = broken_backbone
+    demo = build_demo(predictor)
+    demo.queue(max_size=4, api_open=False)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(sample_images["single"]), "auto", True, api_name="/predict")
+        assert "secret" not in str(err.value) and "RuntimeError" not in str(err.value)
+    finally:
+        demo.close()
