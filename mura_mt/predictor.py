@@ -112,7 +112,7 @@ class Predictor:
                     out = self.model.heads(features)
                     part_idx = decide(out)
                 maps = None
-        ood_scores = self.ood.score(features).cpu().numpy() if self.ood is not None else None
+        ood_scores = self.ood.score(features.float().cpu()).numpy() if self.ood is not None else None
         return self._assemble(out, int(part_idx[0]), given is not None, prepared, maps, ood_scores)
 
     @torch.inference_mode()
