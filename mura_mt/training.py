@@ -196,7 +196,7 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
     for epoch in range(start_epoch, cfg.train.epochs):
         train_loader.set_epoch(epoch)  # the seedable sampler's order depends on (seed, epoch) only
         train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, accelerator, ctx)
-        metrics, part_logits, anomaly_logits, features = evaluate(
+        metrics, _, anomaly_logits, features = evaluate(
             model, val_loader, accelerator, prep, val.table, Calibration()
         )
         kappa = metrics["predicted_gate"]["overall"]["study_kappa"]

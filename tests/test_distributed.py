@@ -14,14 +14,10 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_two_process_accelerate_launch(synthetic_root, tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    # The shipped config; `--cpu --num_processes 2` or MULTI_CPU would silently start only one process.
-    command = [
-        accelerate, "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
-        str(REPO / "scripts/train.py"), "--config", str(REPO / "configs/smoke.yaml"),
-        f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}",
-    ]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = [str(REPO / "scripts/train.py"), "--config", str(REPO / "configs/smoke.yaml")]
+    command, env = _launch(
+        [*args, f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}"], processes=2, port=29517
+    )
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
@@ -33,39 +29,18 @@ def test_two_process_accelerate_launch(synthetic_root, tmp_path):
     assert config["metrics"]["predicted_gate"]["overall"]["n_studies"] > 0
 
 
-def _launch(args, tmp_path, processes=1, port=29519):
+def _launch(args, processes=1, port=29519):
+    """`accelerate launch` on the CPU: one process, or real ones through the shipped cpu_2proc config."""
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    if processes == 1:
-        head = [
-            accelerate,
-            "launch",
-            "--num_processes",
-            "1",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-        ]
-    else:
-        head = [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(port),
-        ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    return head + args, env
+    if processes == 1:
+        head = ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    else:
+        # `--cpu --num_processes 2` or MULTI_CPU would silently start only one process (see the config file).
+        head = ["--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"), "--num_processes", str(processes)]
+        head += ["--main_process_port", str(port)]
+        env["OMP_NUM_THREADS"] = "1"
+    return [accelerate, "launch", *head, *args], env
 
 
 @pytest.mark.slow
@@ -85,7 +60,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(synthetic_root,
         f"data.root={synthetic_root}",
         f"output_dir={run}",
     ]
-    command, env = _launch(args, tmp_path)
+    command, env = _launch(args)
     proc = subprocess.Popen(
         command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -95,7 +70,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(synthetic_root,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert (run / "state/epoch_0000/COMPLETE").exists()
-    command, env = _launch([*args[:3], "--resume", *args[3:]], tmp_path)
+    command, env = _launch([*args[:3], "--resume", *args[3:]])
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = load_file(run / "state/epoch_0001/model.safetensors")
@@ -121,13 +96,10 @@ def test_predict_shards_over_two_processes_into_one_csv(trained_run, synthetic_r
             "--out",
             str(tmp_path / "preds.csv"),
         ],
-        tmp_path,
         processes=2,
         port=29521,
     )
-    done = subprocess.run(
-        command, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     preds = pd.read_csv(tmp_path / "preds.csv")
     table = read_mura_index(synthetic_root, "valid")
