@@ -39,7 +39,8 @@ class DataConfig:
     val_fraction: float = 0.1
     split_seed: int = 0
     image_size: int = 224
-    cache_dir: str | None = None  # decoded-image cache; default OUTPUT_DIR/cache
+    cache_dir: str | None = None  # decoded-image cache shared by runs; default $MURA_MT_CACHE or ~/.cache/mura_mt
+    cache_wait_minutes: float = 180.0  # how long other processes wait for a machine's first cache build
     max_bad_images: int = 0  # unreadable images tolerated (quarantined and listed) before training aborts
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -73,7 +74,9 @@ class TrainConfig:
     stop_after_epochs: int | None = None  # end this job early (time-boxed/preemptible machines); --resume continues
     batch_size: int = 32
     eval_batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 3e-4  # for a global batch of lr_base_batch; see lr_scaling
+    lr_scaling: str = "none"  # "none", "linear" or "sqrt": how lr grows with the global batch (README)
+    lr_base_batch: int = 32
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
     max_grad_norm: float = 5.0
@@ -81,7 +84,9 @@ class TrainConfig:
     anomaly_loss_weight: float = 1.0
     mixed_precision: str | None = None  # "no", "bf16" or "fp16"; None keeps what `accelerate launch` chose
     channels_last: bool = True
-    num_workers: int = 0
+    num_workers: int = 2  # DataLoader workers per process; they only slice the image cache
+    compile: bool = False  # torch.compile the model (worth it on GPUs for long runs)
+    eval_every: int = 1  # evaluate (and save resumable state) every N epochs, and after the last
     seed: int = 0
     calibrate: bool = True  # fit per-part Platt scaling and thresholds on the val split
     log_with: str | None = None  # an Accelerate tracker name ("tensorboard", "wandb", ...) or none

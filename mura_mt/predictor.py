@@ -20,12 +20,12 @@ from PIL import Image
 
 from mura_mt.calibration import Calibration
 from mura_mt.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
-from mura_mt.data.transforms import Geometry, Preprocessing, eval_transform, unletterbox
 from mura_mt.explain import gradcam_with_output, scale_to_unit
 from mura_mt.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
 from mura_mt.ood import FeatureDistance
+from mura_mt.preprocessing import Geometry, Preprocessing, eval_transform, unletterbox
 
 
 @dataclass(frozen=True)

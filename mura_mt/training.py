@@ -27,14 +27,15 @@ from tqdm.auto import tqdm
 from mura_mt.calibration import Calibration, fit_calibration
 from mura_mt.checkpoint import export
 from mura_mt.config import Config, config_to_dict, save_config
-from mura_mt.data.dataset import CachedImages
+from mura_mt.data.augment import DeviceAugment
+from mura_mt.data.dataset import CachedImages, batch_collate
 from mura_mt.data.prepare import SplitData, prepare_data
-from mura_mt.data.transforms import Preprocessing, build_train_augment, normalize, resolve_preprocessing
 from mura_mt.labels import PART_TO_IDX
 from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet, build_model
 from mura_mt.ood import fit_feature_distance
+from mura_mt.preprocessing import Preprocessing, normalize, resolve_preprocessing
 from mura_mt.state import latest_state, save_state
 
 logger = get_logger(__name__)
@@ -56,11 +57,29 @@ class Progress:
         self.__dict__.update(state)
 
 
-def build_dataloaders(cfg: Config, train: SplitData, val: SplitData) -> tuple[DataLoader, DataLoader]:
-    augment = build_train_augment(cfg.train.augment, cfg.data.image_size)
-    common = dict(num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0)
+@dataclass(frozen=True)
+class StepContext:
+    """What a training epoch needs beyond the prepared model, loader, optimiser and scheduler."""
+
+    cfg: Config
+    prep: Preprocessing
+    class_weights: torch.Tensor
+    augment: DeviceAugment
+    epoch: int
+
+
+def build_dataloaders(
+    cfg: Config, train: SplitData, val: SplitData, pin_memory: bool = False
+) -> tuple[DataLoader, DataLoader]:
+    """Loaders of uint8 batches; workers only slice the cache (augmentation runs on the device, in the loop)."""
+    common = dict(
+        num_workers=cfg.train.num_workers,
+        persistent_workers=cfg.train.num_workers > 0,
+        collate_fn=batch_collate,
+        pin_memory=pin_memory,
+    )
     train_loader = DataLoader(
-        CachedImages(train.images, train.table, augment),
+        CachedImages(train.images, train.table),
         batch_size=cfg.train.batch_size,
         shuffle=True,
         drop_last=len(train.table) > cfg.train.batch_size,
@@ -70,13 +89,26 @@ def build_dataloaders(cfg: Config, train: SplitData, val: SplitData) -> tuple[Da
     return train_loader, val_loader
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Config, steps_per_epoch: int):
-    """AdamW, linear warm-up then cosine decay (per optimiser step)."""
+def scaled_lr(cfg: Config, num_processes: int) -> float:
+    """``train.lr`` is meant for a global batch of ``train.lr_base_batch``; larger global batches (more
+    processes) scale it linearly (SGD's rule, Goyal et al. 2017), by the square root (Adam-family optimisers,
+    Malladi et al. 2022) or not at all, as ``train.lr_scaling`` says."""
+    ratio = cfg.train.batch_size * num_processes / cfg.train.lr_base_batch
+    factors = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}
+    if cfg.train.lr_scaling not in factors:
+        raise ValueError(f"train.lr_scaling must be one of {sorted(factors)}, got {cfg.train.lr_scaling!r}")
+    return cfg.train.lr * factors[cfg.train.lr_scaling]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config, steps_per_epoch: int, lr: float | None = None):
+    """AdamW (fused: it can skip a step on the device, see ``train_one_epoch``), linear warm-up then cosine decay
+    (per optimiser step)."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr,
+        lr=cfg.train.lr if lr is None else lr,
+        fused=True,
     )
     total = max(1, cfg.train.epochs * steps_per_epoch)
     warmup = max(1, int(cfg.train.warmup_epochs * steps_per_epoch))
@@ -89,47 +121,64 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, steps_per_epoch: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, accelerator: Accelerator, ctx: dict) -> dict[str, float]:
-    """One pass over the training loader. ``ctx``: prep, class_weights, cfg. Non-finite steps are skipped."""
-    cfg: Config = ctx["cfg"]
+def train_one_epoch(
+    model, loader, optimizer, scheduler, accelerator: Accelerator, step: StepContext
+) -> dict[str, float]:
+    """One pass over the training loader. Steps with a non-finite loss or gradient change no weight.
+
+    Nothing in the loop waits for the device: losses are summed on it, and a bad step is skipped by the fused
+    optimiser itself (its ``found_inf`` input) or, under fp16, by Accelerate's GradScaler, which must see every
+    step (skipping ``optimizer.step()`` would leave it unable to unscale the next one). One host sync per epoch
+    reads the totals.
+    """
+    cfg = step.cfg
     model.train()
-    totals, steps, skipped, images, start = {}, 0, 0, 0, time.perf_counter()
+    inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer  # under Accelerate's wrapper
+    scaler_driven = accelerator.scaler is not None
+    device = accelerator.device
+    totals: dict[str, torch.Tensor] = {}
+    skipped = torch.zeros((), device=device)
+    steps, images, start = 0, 0, time.perf_counter()
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc="train", disable=not accelerator.is_local_main_process, leave=False):
-        x = normalize(batch["image"], ctx["prep"]).contiguous(memory_format=memory_format)
+        pixels = step.augment(batch["image"], batch["index"], step.epoch)  # [B, 1, S, S], on the device
+        x = normalize(pixels, step.prep).contiguous(memory_format=memory_format)
         out = model(x)
         losses = multitask_loss(
             out,
             batch["part"],
             batch["label"],
-            ctx["class_weights"],
+            step.class_weights,
             cfg.train.part_loss_weight,
             cfg.train.anomaly_loss_weight,
         )
         accelerator.backward(losses["loss"])
-        # The norm is computed after DDP's all-reduce, so every rank takes the same skip decision.
+        # After DDP's all-reduce (and the GradScaler's unscale under fp16), so every rank decides alike.
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-        if torch.isfinite(grad_norm) and torch.isfinite(losses["loss"]):
-            optimizer.step()
-        else:
-            skipped += 1
+        bad = ~(torch.isfinite(grad_norm) & torch.isfinite(losses["loss"].detach()))
+        if not scaler_driven:
+            inner.found_inf = bad.float()  # fused AdamW leaves weights, moments and step count as they were
+        optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        skipped += bad
         steps, images = steps + 1, images + len(x)
         for key, value in losses.items():
-            totals[key] = totals.get(key, 0.0) + float(value.detach())
-    if steps and skipped == steps:
+            totals[key] = totals.get(key, 0.0) + value.detach().float()
+    if hasattr(inner, "found_inf"):
+        del inner.found_inf
+    skipped_steps = int(skipped.item())
+    if steps and skipped_steps == steps:
         raise FloatingPointError(
-            f"every step of the epoch had a non-finite loss or gradient ({skipped} steps); "
+            f"every step of the epoch had a non-finite loss or gradient ({steps} steps); "
             "lower train.lr or check the data"
         )
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise FloatingPointError("the weights became non-finite; lower train.lr (nothing was exported from this epoch)")
     elapsed = time.perf_counter() - start
-    stats = {key: value / max(1, steps) for key, value in totals.items()}
     return {
-        **stats,
-        "skipped_steps": skipped,
+        **{key: float(value) / max(1, steps) for key, value in totals.items()},
+        "skipped_steps": skipped_steps,
         "images_per_second": images * accelerator.num_processes / elapsed,
         "lr": scheduler.get_last_lr()[0],
     }
@@ -167,9 +216,15 @@ def evaluate(model, loader, accelerator: Accelerator, prep: Preprocessing, table
 
 
 def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
-    """Train, evaluate every epoch, keep the best by predicted-gate study kappa, export it; returns metrics.json."""
+    """Train, evaluate every ``train.eval_every`` epochs, keep the best by predicted-gate study kappa, export it;
+    returns metrics.json."""
+    if cfg.train.eval_every < 1:
+        raise ValueError(f"train.eval_every must be at least 1, got {cfg.train.eval_every}")
     set_seed(cfg.train.seed)
     _share_cpu_cores(accelerator)
+    on_cuda = accelerator.device.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -180,53 +235,85 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
     prep = resolve_preprocessing(model.backbone, cfg.data.image_size)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = build_dataloaders(cfg, train, val)
-    optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
+    if cfg.train.compile:
+        model.compile()  # in place: state_dict keys stay those of the plain model
+    train_loader, val_loader = build_dataloaders(cfg, train, val, pin_memory=on_cuda)
+    lr = scaled_lr(cfg, accelerator.num_processes)
+    optimizer, scheduler = build_optimizer(model, cfg, len(train_loader), lr)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
+    )
+    logger.info(
+        f"{accelerator.num_processes} process(es), global batch {cfg.train.batch_size * accelerator.num_processes}, "
+        f"lr {lr:.3g} (train.lr {cfg.train.lr:.3g}, scaling {cfg.train.lr_scaling})",
+        main_process_only=True,
     )
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
     if resume and (state := latest_state(out / "state")) is not None:
         accelerator.load_state(str(state))
         logger.info(f"resumed from {state} (epoch {progress.epoch})", main_process_only=True)
-    ctx = {"cfg": cfg, "prep": prep, "class_weights": mura_class_weights(train.table)}
+    augment = DeviceAugment(cfg.train.augment, cfg.data.image_size, cfg.train.seed)
+    class_weights = mura_class_weights(train.table)
     log_file = out / "log.jsonl"
     start_epoch = progress.epoch
     for epoch in range(start_epoch, cfg.train.epochs):
         train_loader.set_epoch(epoch)  # the seedable sampler's order depends on (seed, epoch) only
-        train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, accelerator, ctx)
-        metrics, _, anomaly_logits, features = evaluate(
-            model, val_loader, accelerator, prep, val.table, Calibration()
-        )
-        kappa = metrics["predicted_gate"]["overall"]["study_kappa"]
-        record = {
-            "epoch": epoch,
-            **{f"train/{k}": v for k, v in train_stats.items()},
-            "val/study_kappa": kappa,
-            "val/study_auroc": metrics["predicted_gate"]["overall"]["study_auroc"],
-            "val/part_accuracy": metrics["part_accuracy"],
-        }
+        step = StepContext(cfg, prep, class_weights, augment, epoch)
+        train_stats = train_one_epoch(model, train_loader, optimizer, scheduler, accelerator, step)
+        stopping = cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs
+        last = epoch + 1 == cfg.train.epochs
+        record = {"epoch": epoch, **{f"train/{k}": v for k, v in train_stats.items()}}
+        if (epoch + 1) % cfg.train.eval_every == 0 or last:
+            sync_buffers(model, accelerator)  # one set of BatchNorm statistics for evaluation and export
+            metrics, _, anomaly_logits, features = evaluate(
+                model, val_loader, accelerator, prep, val.table, Calibration()
+            )
+            kappa = metrics["predicted_gate"]["overall"]["study_kappa"]
+            record.update(
+                {
+                    "val/study_kappa": kappa,
+                    "val/study_auroc": metrics["predicted_gate"]["overall"]["study_auroc"],
+                    "val/part_accuracy": metrics["part_accuracy"],
+                }
+            )
+            if kappa is not None and kappa > progress.best_kappa:
+                progress.best_kappa, progress.best_epoch = kappa, epoch
+                if accelerator.is_main_process:
+                    _export_best(cfg, accelerator.unwrap_model(model), prep, val, metrics, anomaly_logits, features)
         accelerator.log(record, step=epoch)
         progress.history.append(record)
         if accelerator.is_main_process:
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
             logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if kappa is not None and kappa > progress.best_kappa:
-            progress.best_kappa, progress.best_epoch = kappa, epoch
-            if accelerator.is_main_process:
-                _export_best(cfg, accelerator.unwrap_model(model), prep, val, metrics, anomaly_logits, features)
         progress.epoch = epoch + 1
-        save_state(accelerator, out / "state", epoch)
-        if cfg.train.stop_after_epochs is not None and epoch + 1 - start_epoch >= cfg.train.stop_after_epochs:
+        if (epoch + 1) % cfg.train.eval_every == 0 or last or stopping:
+            save_state(accelerator, out / "state", epoch)
+        if stopping:
             logger.info(f"stopping after epoch {epoch} as asked; continue with --resume", main_process_only=True)
             break
+    sync_buffers(model, accelerator)
     summary = _summary(progress, accelerator, model)
     if accelerator.is_main_process:
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     accelerator.end_training()
     return summary
+
+
+def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over the ranks.
+
+    DDP broadcasts buffers from rank 0 at each training forward, but every rank then updates its own copy, so
+    after the last step the ranks hold different statistics; evaluation and export need one (timm's
+    ``distribute_bn`` with reduce=True does the same).
+    """
+    if accelerator.num_processes == 1:
+        return
+    for buffer in accelerator.unwrap_model(model).buffers():
+        if buffer.is_floating_point():
+            torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
+            buffer.div_(accelerator.num_processes)
 
 
 def _export_best(
@@ -267,15 +354,15 @@ def _export_best(
 
 
 def _summary(progress: Progress, accelerator: Accelerator, model) -> dict:
-    """metrics.json: best epoch and history, plus proof that every rank ended with the same weights."""
-    unwrapped = accelerator.unwrap_model(model)
-    checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum().view(1)
+    """metrics.json: best epoch and history, plus proof that every rank ended with the same weights and buffers."""
+    state = accelerator.unwrap_model(model).state_dict()
+    checksum = torch.stack([v.detach().double().sum() for v in state.values() if v.is_floating_point()]).sum().view(1)
     checksums = accelerator.gather(checksum.to(accelerator.device)).cpu().tolist()
     return {
         "best_epoch": progress.best_epoch,
         "best_val_study_kappa": progress.best_kappa,
         "world_size": accelerator.num_processes,
-        "rank_param_checksums": checksums,
+        "rank_param_checksums": checksums,  # parameters and floating-point buffers
         "history": progress.history,
     }
 

@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> dict:
         log_with=cfg.train.log_with,
         project_dir=cfg.output_dir,
         # Same seed + epoch -> same batch order on any number of processes, and after --resume.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
+        # Pinned batches (on CUDA) cross to the device without blocking the host.
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=True
+        ),
         # A rank that dies must end the job within minutes, not hang the others forever.
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=10))],
     )

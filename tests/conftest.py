@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The shared image cache of the test session (inherited by the processes the tests launch), not the user's.
+os.environ["MURA_MT_CACHE"] = tempfile.mkdtemp(prefix="mura-mt-test-cache-")
+atexit.register(shutil.rmtree, os.environ["MURA_MT_CACHE"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,3 +56,13 @@ def trained_run(synthetic_root, tmp_path_factory) -> Path:
     )
     fit(cfg, accelerator)
     return out
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state; a test that needs another precision starts and ends clean."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

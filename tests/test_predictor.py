@@ -11,9 +11,9 @@ from mura_mt import BODY_PARTS, Predictor
 from mura_mt.calibration import Calibration
 from mura_mt.data import read_mura_index
 from mura_mt.data.cache import build_image_cache
-from mura_mt.data.transforms import normalize
 from mura_mt.evaluation import predict_table
 from mura_mt.model import MultiTaskNet
+from mura_mt.preprocessing import normalize
 
 
 @pytest.fixture(scope="module")

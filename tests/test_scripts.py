@@ -69,3 +69,18 @@ def test_faithfulness_report(trained_run, synthetic_root, tmp_path):
     assert len(report["deletion_gradcam"]) == len(report["deletion_random"]) == 11
     assert json.loads((tmp_path / "faithfulness.json").read_text())["n_views"] == 3
     assert (tmp_path / "deletion.png").stat().st_size > 1000
+
+
+def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
+    from scripts import benchmark
+
+    report = benchmark.main(["--quick", "--out", str(tmp_path / "bench.json")])
+    training = report["training"]
+    for key in ("loader_images_per_s", "compute_images_per_s", "loop_images_per_s", "loop_vs_compute"):
+        assert training[key] > 0, key
+    assert training["loader_workers"] == 2  # the default worker count
+    assert report["inference"]["predict_ratio"] > 0
+    assert (
+        json.loads((tmp_path / "bench.json").read_text())["training"]["loop_images_per_s"]
+        == training["loop_images_per_s"]
+    )

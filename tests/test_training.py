@@ -150,3 +150,64 @@ def test_hub_ids_fail_fast_offline():
     assert time.perf_counter() - start < 10
     with pytest.raises(CheckpointError, match="no checkpoint folder"):
         load_checkpoint("/definitely/not/here")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_exact_with_any_number_of_workers(synthetic_root, trained_run, tmp_path, workers):
+    """Augmentation is drawn from (seed, epoch, sample), not from worker RNG streams: stopping after epoch 0
+    and resuming with 0 or 2 workers gives the weights of the uninterrupted 2-worker run, bit for bit."""
+    _fit(synthetic_root, tmp_path, f"train.num_workers={workers}", "train.stop_after_epochs=1")
+    _fit(synthetic_root, tmp_path, f"train.num_workers={workers}", resume=True)
+    resumed = load_file(tmp_path / "state/epoch_0001/model.safetensors")
+    straight = load_file(trained_run / "state/epoch_0001/model.safetensors")
+    assert load_config(REPO / "configs/smoke.yaml").train.num_workers == 2  # what trained_run used
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_fp16_survives_overflows_with_a_real_grad_scaler(synthetic_root, tmp_path, fresh_accelerator_state):
+    """fp16 as Accelerate drives it on a GPU: a real torch.amp.GradScaler in the AcceleratedOptimizer,
+    ``accelerator.backward`` scaling the loss and ``clip_grad_norm_`` unscaling. The scale starts at 2**24 (256x
+    the usual 2**16), so the first steps overflow fp16; the scaler must see every step (its update lowers the
+    scale) and training goes on."""
+    cfg = load_config(
+        REPO / "configs/smoke.yaml",
+        smoke_overrides(synthetic_root, tmp_path, "train.mixed_precision=fp16", "train.epochs=3"),
+    )
+    accelerator = Accelerator(
+        cpu=True,
+        mixed_precision="fp16",
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0),
+    )
+    assert accelerator.scaler is None  # Accelerate makes no scaler on a CPU, which is why the bug hid here
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    summary = fit(cfg, accelerator)
+    skipped = [h["train/skipped_steps"] for h in summary["history"]]
+    assert skipped[0] >= 2  # the injected overflows happened and were skipped, not raised
+    assert skipped[-1] == 0  # and then it trained
+    assert accelerator.scaler.get_scale() < 2.0**24
+    model, _ = load_checkpoint(tmp_path / "best")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    initial = MultiTaskNet("resnet18")
+    assert not torch.equal(model.part_head.weight, initial.part_head.weight)
+
+
+def test_eval_every_evaluates_and_saves_state_only_when_due(synthetic_root, tmp_path):
+    summary = _fit(synthetic_root, tmp_path, "train.epochs=3", "train.eval_every=2")
+    evaluated = [h["epoch"] for h in summary["history"] if "val/study_kappa" in h]
+    assert evaluated == [1, 2]  # every second epoch, and always the last
+    assert sorted(p.name for p in (tmp_path / "state").glob("epoch_*")) == ["epoch_0001", "epoch_0002"]
+    assert (tmp_path / "best/config.json").exists()
+
+
+def test_learning_rate_scales_with_the_global_batch():
+    from mura_mt.training import scaled_lr
+
+    cfg = load_config(None, ["train.lr=1e-3", "train.batch_size=32", "train.lr_base_batch=32"])
+    assert scaled_lr(cfg, 8) == pytest.approx(1e-3)  # "none" is the default
+    linear = load_config(None, ["train.lr=1e-3", "train.lr_scaling=linear", "train.batch_size=64"])
+    assert scaled_lr(linear, 4) == pytest.approx(8e-3)
+    root = load_config(None, ["train.lr=1e-3", "train.lr_scaling=sqrt"])
+    assert scaled_lr(root, 4) == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="lr_scaling"):
+        scaled_lr(load_config(None, ["train.lr_scaling=cubic"]), 1)

@@ -1,8 +1,10 @@
 """From a config to train/val tables and their decoded images: the one place that knows data.kind.
 
-Runs under Accelerate: the main process generates synthetic data and builds caches first, the other
-processes then read what it wrote. Unreadable images are quarantined (listed in OUTPUT_DIR/quarantine.json
-and logged with their count) up to ``data.max_bad_images``; above that the run stops with the list.
+Runs under Accelerate: the main process generates synthetic data first; the image cache is built once per
+machine by its local main process while the other local processes wait for the file (see ``data/cache.py``),
+so several machines without a shared filesystem each build their own. Unreadable images are quarantined
+(listed in OUTPUT_DIR/quarantine.json and logged with their count) up to ``data.max_bad_images``; above that
+the run stops with the list.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from mura_mt.config import Config
-from mura_mt.data.cache import build_image_cache
+from mura_mt.data.cache import build_image_cache, default_cache_dir, wait_for_image_cache
 from mura_mt.data.index import MuraIndexError, read_csv_index, read_mura_index, split_by_patient
 
 logger = get_logger(__name__)
@@ -70,12 +72,12 @@ def ensure_synthetic(cfg: Config, accelerator: Accelerator) -> None:
 
 def load_split_data(cfg: Config, table: pd.DataFrame, accelerator: Accelerator, name: str) -> SplitData:
     """Decode (or reuse) the cache for ``table`` and quarantine unreadable images."""
-    cache_dir = Path(cfg.data.cache_dir or Path(cfg.output_dir) / "cache")
-    paths = table["path"].tolist()
-    with accelerator.main_process_first():
-        images, failures = build_image_cache(
-            paths, cfg.data.image_size, cache_dir, progress=accelerator.is_main_process
-        )
+    cache_dir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+    paths, size = table["path"].tolist(), cfg.data.image_size
+    if accelerator.is_local_main_process:
+        images, failures = build_image_cache(paths, size, cache_dir, progress=True)
+    else:
+        images, failures = wait_for_image_cache(paths, size, cache_dir, timeout_s=cfg.data.cache_wait_minutes * 60)
     table = table.assign(cache_row=np.arange(len(table)))
     if failures:
         report = Path(cfg.output_dir) / f"quarantine-{name}.json"

@@ -1,4 +1,4 @@
-"""THE preprocessing: the only module that knows image size, padding, channel handling, mean and std.
+"""THE serving preprocessing: the only module that knows image size, padding, channel handling, mean and std.
 
 An image becomes model input in two steps, each with one owner here:
     ``letterbox``: grayscale PIL image -> uint8 tensor [1, S, S] (longest side resized to S, centred on black)
@@ -6,6 +6,7 @@ An image becomes model input in two steps, each with one owner here:
 ``eval_transform`` is exactly the two in sequence; the training and validation loaders store letterboxed
 uint8 images in a cache and call ``normalize`` on the device, so validation and serving see identical tensors.
 ``Geometry`` records the letterbox so Grad-CAM maps can be put back on the original image.
+Training augmentation is not here (``mura_mt.data.augment``): serving imports neither it nor pandas.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import v2
-
-from mura_mt.config import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -88,17 +86,3 @@ def unletterbox(maps: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     flat = inner.reshape(-1, 1, *inner.shape[-2:]).float()
     resized = F.interpolate(flat, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False)
     return resized.reshape(*maps.shape[:-2], geometry.height, geometry.width)
-
-
-def build_train_augment(cfg: AugmentConfig, size: int) -> v2.Compose:
-    """Radiograph augmentation on uint8 [1, S, S] tensors: modest crop, flip, rotation, brightness/contrast."""
-    steps: list[torch.nn.Module] = [
-        v2.RandomResizedCrop(size, scale=(cfg.crop_scale_min, 1.0), ratio=(0.9, 1.1), antialias=True)
-    ]
-    if cfg.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if cfg.rotation_degrees > 0:
-        steps.append(v2.RandomRotation(cfg.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
-    if cfg.brightness > 0 or cfg.contrast > 0:
-        steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
-    return v2.Compose(steps)

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mura_mt.data.transforms import Preprocessing, eval_transform, letterbox, normalize, unletterbox
+from mura_mt.preprocessing import Preprocessing, eval_transform, letterbox, normalize, unletterbox
 
 PREP = Preprocessing(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
