@@ -47,9 +47,10 @@ def fit_calibration(
     """Fit calibration on val images, using each image's TRUE-part head logit.
 
     A part with at least ``_MIN_STUDIES`` val studies (both classes) gets its own Platt scaling and the threshold
-    that maximises its study kappa. A smaller part gets the Platt scaling pooled over all parts (two parameters
-    fit well on a few hundred images) and keeps the paper's 0.5 threshold: a threshold searched on a dozen
-    studies mostly fits their noise (measured on the synthetic data: per-part fits lowered held-out kappa).
+    that maximises its study kappa under the decision rule (``decision.decide``, gated by the true part). A
+    smaller part gets the Platt scaling pooled over all parts (two parameters fit well on a few hundred images)
+    and keeps the paper's 0.5 threshold: a threshold searched on a dozen studies mostly fits their noise
+    (measured on the synthetic data: per-part fits lowered held-out kappa).
 
     Args:
         study_ids, parts, labels: per image (parts as indices into BODY_PARTS).
@@ -57,16 +58,24 @@ def fit_calibration(
     """
     import pandas as pd  # fitting happens in training only; serving imports this module without them
 
+    from mura_mt.decision import decide
+
     frame = pd.DataFrame(
         {"study": study_ids, "part": parts, "label": labels, "z": anomaly_logits[np.arange(len(parts)), parts]}
     )
     pooled = _platt(frame) if _enough(frame) else (1.0, 0.0)
-    scale, bias, threshold = [pooled[0]] * 7, [pooled[1]] * 7, [0.5] * 7
-    for k in range(len(BODY_PARTS)):
-        part = frame[frame["part"] == k]
-        if _enough(part):
-            scale[k], bias[k] = _platt(part)
-            threshold[k] = _best_threshold(part, scale[k], bias[k])
+    scale, bias = [pooled[0]] * len(BODY_PARTS), [pooled[1]] * len(BODY_PARTS)
+    own = [k for k in range(len(BODY_PARTS)) if _enough(frame[frame["part"] == k])]
+    for k in own:
+        scale[k], bias[k] = _platt(frame[frame["part"] == k])
+    platt = Calibration(tuple(scale), tuple(bias))
+    study, _ = pd.factorize(frame["study"])
+    first_view = frame.groupby(study).head(1).index.to_numpy()
+    study_part, study_label = frame["part"].to_numpy()[first_view], frame["label"].to_numpy()[first_view]
+    decided = decide(None, anomaly_logits, study, platt, part_idx=study_part)
+    threshold = [0.5] * len(BODY_PARTS)
+    for k in own:
+        threshold[k] = _best_threshold(decided.probs[study_part == k], study_label[study_part == k])
     return Calibration(tuple(scale), tuple(bias), tuple(threshold))
 
 
@@ -81,13 +90,11 @@ def _platt(frame) -> tuple[float, float]:
     return float(platt.coef_[0, 0]), float(platt.intercept_[0])
 
 
-def _best_threshold(frame, scale: float, bias: float) -> float:
+def _best_threshold(study_probs: np.ndarray, study_labels: np.ndarray) -> float:
     from sklearn.metrics import cohen_kappa_score
 
-    probs = 1.0 / (1.0 + np.exp(-(scale * frame["z"] + bias)))
-    studies = frame.assign(p=probs).groupby("study").agg(label=("label", "first"), p=("p", "mean"))
     grid = np.round(np.arange(0.2, 0.81, 0.05), 2)
-    kappas = [cohen_kappa_score(studies["label"], studies["p"] > t) for t in grid]
+    kappas = [cohen_kappa_score(study_labels, study_probs > t) for t in grid]
     # Ties go to the threshold nearest 0.5: a flat kappa curve is no reason to move off the paper's rule.
     best = max(range(len(grid)), key=lambda i: (round(kappas[i], 6), -abs(grid[i] - 0.5)))
     return float(grid[best])

@@ -48,10 +48,21 @@ def predict_table(
 
 
 def evaluate_checkpoint(
-    predictor: Predictor, table: pd.DataFrame, batch_size: int = 32, progress: bool = True
+    predictor: Predictor,
+    table: pd.DataFrame,
+    batch_size: int = 32,
+    progress: bool = True,
+    logits: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Metrics of both gates with the checkpoint's calibration and thresholds, and the study predictions."""
-    part_logits, anomaly_logits = predict_table(predictor, table, batch_size, progress)
-    part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()
-    anomaly_probs = predictor.calibration.probs(anomaly_logits)
-    return compute_metrics(table, part_probs, anomaly_probs, np.asarray(predictor.calibration.threshold))
+    """Metrics of both gates with the checkpoint's calibration and thresholds, and the study predictions.
+
+    ``logits`` (part, anomaly) from an earlier ``predict_table`` on the same table skip the forward passes."""
+    part_logits, anomaly_logits = (
+        logits if logits is not None else predict_table(predictor, table, batch_size, progress)
+    )
+    return compute_metrics(table, part_probabilities(part_logits), anomaly_logits, predictor.calibration)
+
+
+def part_probabilities(part_logits: np.ndarray) -> np.ndarray:
+    """Softmax of the part head, as the Predictor computes it (float32)."""
+    return torch.softmax(torch.from_numpy(part_logits).float(), dim=1).numpy()

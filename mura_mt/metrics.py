@@ -1,9 +1,9 @@
 """Study- and image-level metrics for both gates, computed with scikit-learn.
 
-Input: per-image part probabilities and calibrated anomaly probabilities for all seven heads. The
-"true" gate reads each image's true-part head; the "predicted" gate decides the part once per study from
-the views' mean part probabilities and reads that head for every view (as the Predictor does). A study's
-probability is the mean of its views' (MURA paper); it is abnormal above its part's threshold.
+Input: per-image part probabilities and raw anomaly logits of all seven heads, and the calibration to judge
+them with. The studies are decided by ``decision.decide`` (THE rule the Predictor serves with): the "true"
+gate reads each study's true-part head; the "predicted" gate decides the part once per study from the views'
+mean part probabilities. A study's probability is the mean of its views' (MURA paper).
 """
 
 from __future__ import annotations
@@ -12,43 +12,45 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
 
+from mura_mt.calibration import Calibration
+from mura_mt.decision import decide
 from mura_mt.labels import BODY_PARTS, PART_TO_IDX
 
 GATES = ("predicted", "true")
+METRICS = ("study_kappa", "study_auroc", "image_auroc", "sensitivity", "specificity", "accuracy")
 
 
 def gate_predictions(
-    table: pd.DataFrame, part_probs: np.ndarray, anomaly_probs: np.ndarray, thresholds: np.ndarray, gate: str
+    table: pd.DataFrame, part_probs: np.ndarray, anomaly_logits: np.ndarray, calibration: Calibration, gate: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gate every image and aggregate studies.
+    """Gate every image and decide every study.
 
     Returns:
-        (images, studies): images with ``gate_part`` and ``prob``; studies with study_id, body_part,
-        predicted_part, label, prob, pred.
+        (images, studies): images with ``study``, ``gate_part`` and ``prob``; studies with study_id, body_part,
+        predicted_part, label, prob, pred (in order of first appearance).
     """
     if gate not in GATES:
         raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
     images = table[["path", "study_id", "body_part", "label"]].reset_index(drop=True).copy()
-    true_idx = images["body_part"].map(PART_TO_IDX).to_numpy()
-    mean_part = pd.DataFrame(part_probs).groupby(images["study_id"].to_numpy()).transform("mean").to_numpy()
-    study_part_idx = mean_part.argmax(axis=1)  # the part decided once per study
-    gate_idx = true_idx if gate == "true" else study_part_idx
-    images["predicted_part"] = [BODY_PARTS[i] for i in study_part_idx]
-    images["gate_part"] = [BODY_PARTS[i] for i in gate_idx]
-    images["prob"] = anomaly_probs[np.arange(len(images)), gate_idx]
-    studies = (
-        images.groupby("study_id", sort=False)
-        .agg(
-            body_part=("body_part", "first"),
-            predicted_part=("predicted_part", "first"),
-            gate_part=("gate_part", "first"),
-            label=("label", "first"),
-            prob=("prob", "mean"),
-        )
-        .reset_index()
+    study, study_ids = pd.factorize(images["study_id"])
+    first_view = pd.Series(np.arange(len(images))).groupby(study).first().to_numpy()
+    true_part = images["body_part"].map(PART_TO_IDX).to_numpy()[first_view]
+    predicted = decide(part_probs, anomaly_logits, study, calibration)
+    decided = predicted if gate == "predicted" else decide(None, anomaly_logits, study, calibration, true_part)
+    images["study"] = study
+    images["gate_part"] = [BODY_PARTS[i] for i in decided.part_idx[study]]
+    images["prob"] = decided.view_probs
+    studies = pd.DataFrame(
+        {
+            "study_id": study_ids,
+            "body_part": images["body_part"].to_numpy()[first_view],
+            "predicted_part": [BODY_PARTS[i] for i in predicted.part_idx],
+            "label": images["label"].to_numpy()[first_view],
+            "prob": decided.probs,
+            "pred": decided.is_abnormal.astype(int),
+        }
     )
-    studies["pred"] = (studies["prob"] > thresholds[studies["gate_part"].map(PART_TO_IDX).to_numpy()]).astype(int)
-    return images, studies.drop(columns="gate_part")
+    return images, studies
 
 
 def binary_metrics(images: pd.DataFrame, studies: pd.DataFrame) -> dict[str, float | int | None]:
@@ -71,7 +73,7 @@ def binary_metrics(images: pd.DataFrame, studies: pd.DataFrame) -> dict[str, flo
 
 
 def compute_metrics(
-    table: pd.DataFrame, part_probs: np.ndarray, anomaly_probs: np.ndarray, thresholds: np.ndarray
+    table: pd.DataFrame, part_probs: np.ndarray, anomaly_logits: np.ndarray, calibration: Calibration
 ) -> tuple[dict, pd.DataFrame]:
     """All metrics for both gates, per body part and overall, plus body-part accuracy and confusion matrix.
 
@@ -81,7 +83,7 @@ def compute_metrics(
     metrics: dict = {}
     predicted_studies = None
     for gate in GATES:
-        images, studies = gate_predictions(table, part_probs, anomaly_probs, thresholds, gate)
+        images, studies = gate_predictions(table, part_probs, anomaly_logits, calibration, gate)
         block = {"overall": binary_metrics(images, studies)}
         for part in BODY_PARTS:
             if (studies["body_part"] == part).any():

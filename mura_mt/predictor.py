@@ -20,6 +20,7 @@ from PIL import Image
 
 from mura_mt.calibration import Calibration
 from mura_mt.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
+from mura_mt.decision import decide
 from mura_mt.explain import gradcam_with_output, scale_to_unit
 from mura_mt.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
@@ -129,36 +130,38 @@ class Predictor:
 
     def _assemble(self, out: ModelOutput, part: int, given: bool, prepared, maps, ood_scores) -> StudyPrediction:
         part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()  # [V, 7]
-        abnormal = self.calibration.probs(out.anomaly_logits.float().cpu().numpy())[:, part]  # [V]
-        threshold = float(self.calibration.threshold[part])
+        anomaly_logits = out.anomaly_logits.float().cpu().numpy()  # [V, 7]
+        views_study = np.zeros(len(prepared), dtype=np.int64)
+        decided = decide(part_probs, anomaly_logits, views_study, self.calibration, part_idx=np.array([part]))
+        threshold = float(decided.thresholds[0])
+        gated_by = "given" if given else "predicted"
         views = []
         for v, (gray, _, geometry) in enumerate(prepared):
             heatmap = None
             if maps is not None:
                 heatmap = scale_to_unit(unletterbox(maps[v : v + 1].cpu(), geometry))[0, 0].numpy()
+            view_prob = float(decided.view_probs[v])
             views.append(
                 Prediction(
                     body_part=BODY_PARTS[part],
                     part_probs=_as_dict(part_probs[v]),
-                    gated_by="given" if given else "predicted",
-                    abnormal_prob=float(abnormal[v]),
+                    gated_by=gated_by,
+                    abnormal_prob=view_prob,
                     threshold=threshold,
-                    is_abnormal=bool(abnormal[v] > threshold),
+                    is_abnormal=view_prob > threshold,  # the rule applied to this view alone
                     heatmap=heatmap,
                     warnings=self._warnings(gray, part_probs[v], ood_scores, v, part, given),
                 )
             )
-        study_probs, study_abnormal = part_probs.mean(axis=0), float(abnormal.mean())
-        study_warnings = sorted({w for view in views for w in view.warnings})
         return StudyPrediction(
             body_part=BODY_PARTS[part],
-            part_probs=_as_dict(study_probs),
-            gated_by="given" if given else "predicted",
-            abnormal_prob=study_abnormal,
+            part_probs=_as_dict(part_probs.mean(axis=0)),
+            gated_by=gated_by,
+            abnormal_prob=float(decided.probs[0]),
             threshold=threshold,
-            is_abnormal=study_abnormal > threshold,
+            is_abnormal=bool(decided.is_abnormal[0]),
             heatmap=None,
-            warnings=study_warnings,
+            warnings=sorted({w for view in views for w in view.warnings}),
             views=views,
         )
 
@@ -188,9 +191,11 @@ def _as_dict(probs: np.ndarray) -> dict[str, float]:
 
 
 def _study_part(out: ModelOutput) -> torch.Tensor:
-    """One part for the whole study: argmax of the views' mean part probabilities."""
-    mean_probs = torch.softmax(out.part_logits.float(), dim=1).mean(dim=0)
-    return mean_probs.argmax().expand(out.part_logits.shape[0])
+    """One part for the whole study, chosen by THE decision rule (argmax of the views' mean part probabilities)."""
+    part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()
+    views_study = np.zeros(len(part_probs), dtype=np.int64)
+    part = int(decide(part_probs, out.anomaly_logits.float().cpu().numpy(), views_study, Calibration()).part_idx[0])
+    return torch.full((len(part_probs),), part, dtype=torch.long, device=out.part_logits.device)
 
 
 def _fixed_part(idx: int):

@@ -1,8 +1,8 @@
-"""Training under Accelerate: loaders, one epoch, evaluation, resumable state, export of the best model.
+"""Training under Accelerate: loaders, one epoch, evaluation, resumable state; the best epoch goes to ``release``.
 
 ``fit(cfg, accelerator)`` is the whole run; ``scripts/train.py`` only parses and calls it. Resumable state
-(model, optimizer, scheduler, RNG, progress) is Accelerate's ``save_state``, written to a temporary folder and
-renamed with a COMPLETE marker each epoch; the served model is ``checkpoint.export`` (safetensors).
+(model, optimizer, scheduler, progress) is Accelerate's ``save_state``, written to a temporary folder and renamed
+with a COMPLETE marker; the served checkpoint is made by ``release.export_best``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +22,16 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mura_mt.calibration import Calibration, fit_calibration
-from mura_mt.checkpoint import export
-from mura_mt.config import Config, config_to_dict, save_config
+from mura_mt.calibration import Calibration
+from mura_mt.config import Config, save_config
 from mura_mt.data.augment import DeviceAugment
 from mura_mt.data.dataset import CachedImages, batch_collate
 from mura_mt.data.prepare import SplitData, prepare_data
-from mura_mt.labels import PART_TO_IDX
 from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.metrics import compute_metrics
-from mura_mt.model import MultiTaskNet, build_model
-from mura_mt.ood import fit_feature_distance
+from mura_mt.model import build_model
 from mura_mt.preprocessing import Preprocessing, normalize, resolve_preprocessing
+from mura_mt.release import export_best
 from mura_mt.state import latest_state, save_state
 
 logger = get_logger(__name__)
@@ -209,9 +205,7 @@ def evaluate(model, loader, accelerator: Accelerator, prep: Preprocessing, table
     if not (np.isfinite(part_logits).all() and np.isfinite(anomaly_logits).all()):
         raise FloatingPointError("the model produced non-finite outputs on the val split; lower train.lr")
     part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()
-    metrics, _ = compute_metrics(
-        table, part_probs, calibration.probs(anomaly_logits), np.asarray(calibration.threshold)
-    )
+    metrics, _ = compute_metrics(table, part_probs, anomaly_logits, calibration)
     return metrics, part_logits, anomaly_logits, features
 
 
@@ -266,7 +260,7 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
         record = {"epoch": epoch, **{f"train/{k}": v for k, v in train_stats.items()}}
         if (epoch + 1) % cfg.train.eval_every == 0 or last:
             sync_buffers(model, accelerator)  # one set of BatchNorm statistics for evaluation and export
-            metrics, _, anomaly_logits, features = evaluate(
+            metrics, part_logits, anomaly_logits, features = evaluate(
                 model, val_loader, accelerator, prep, val.table, Calibration()
             )
             kappa = metrics["predicted_gate"]["overall"]["study_kappa"]
@@ -280,7 +274,8 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
             if kappa is not None and kappa > progress.best_kappa:
                 progress.best_kappa, progress.best_epoch = kappa, epoch
                 if accelerator.is_main_process:
-                    _export_best(cfg, accelerator.unwrap_model(model), prep, val, metrics, anomaly_logits, features)
+                    net = accelerator.unwrap_model(model)
+                    export_best(cfg, net, prep, val, part_logits, anomaly_logits, features)
         accelerator.log(record, step=epoch)
         progress.history.append(record)
         if accelerator.is_main_process:
@@ -316,43 +311,6 @@ def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
             buffer.div_(accelerator.num_processes)
 
 
-def _export_best(
-    cfg: Config,
-    model: MultiTaskNet,
-    prep: Preprocessing,
-    val: SplitData,
-    metrics: dict,
-    anomaly_logits: np.ndarray,
-    features: np.ndarray,
-) -> None:
-    """Fit calibration, thresholds and the out-of-distribution score on val, and export to OUTPUT_DIR/best."""
-    table = val.table
-    parts = table["body_part"].map(PART_TO_IDX).to_numpy()
-    calibration = (
-        fit_calibration(table["study_id"].to_numpy(), parts, table["label"].to_numpy(), anomaly_logits)
-        if cfg.train.calibrate
-        else Calibration()
-    )
-    ood = fit_feature_distance(torch.from_numpy(features), torch.tensor(parts), quantile=0.99)
-    meta = {
-        "model": config_to_dict(cfg)["model"],
-        "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std)},
-        "calibration": calibration.to_dict(),
-        "ood": {
-            "score": "feature_distance",
-            "threshold": ood.threshold,
-            "val_quantile": 0.99,
-            "low_part_confidence": 0.6,
-        },
-        "metrics": {"split": "val (patient-grouped from the official train set)", **metrics},
-        "train_config": config_to_dict(cfg),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git_sha": _git_sha(),
-        "intended_use": "Research and education. Not a medical device; not for diagnosis.",
-    }
-    export(Path(cfg.output_dir) / "best", model, meta, extra_tensors=ood.to_tensors())
-
-
 def _summary(progress: Progress, accelerator: Accelerator, model) -> dict:
     """metrics.json: best epoch and history, plus proof that every rank ended with the same weights and buffers."""
     state = accelerator.unwrap_model(model).state_dict()
@@ -377,15 +335,3 @@ def _share_cpu_cores(accelerator: Accelerator) -> None:
     if threads > 1:
         torch.set_num_threads(threads)
         logger.info(f"using {threads} CPU threads per process", main_process_only=True)
-
-
-def _git_sha() -> str | None:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None

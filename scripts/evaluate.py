@@ -1,7 +1,10 @@
-"""Evaluate a checkpoint: python scripts/evaluate.py --checkpoint CKPT --data-root ROOT [--split valid] --out DIR.
+"""Evaluate a checkpoint: python scripts/evaluate.py --checkpoint CKPT --data-root ROOT [--split valid] --out DIR
+[--report].
 
 Writes DIR/metrics.json (both gates, per part and overall) and DIR/study_predictions.csv (predicted gate),
 and prints a table. --csv evaluates your own radiographs listed in a CSV instead of a MURA split.
+--report adds bootstrap 95% intervals (<metric>_ci95, resampling studies) to metrics.json and writes
+DIR/report.html (self-contained) and DIR/report.md with its PNGs in DIR/report_files/.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
+from mura_mt.bootstrap import DEFAULT_RESAMPLES, add_confidence_intervals
 from mura_mt.data import read_csv_index, read_mura_index
-from mura_mt.evaluation import evaluate_checkpoint
+from mura_mt.evaluation import evaluate_checkpoint, part_probabilities, predict_table
 from mura_mt.metrics import format_table
 from mura_mt.predictor import Predictor
 
@@ -26,11 +30,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--report", action="store_true", help="confidence intervals, report.html and report.md")
+    parser.add_argument("--report-name", default="report", help="file name of the report (without extension)")
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (>= 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
 
     table = read_csv_index(args.csv) if args.csv else read_mura_index(args.data_root, args.split)
     predictor = Predictor.from_pretrained(args.checkpoint, device=args.device)
-    metrics, studies = evaluate_checkpoint(predictor, table, args.batch_size)
+    part_logits, anomaly_logits = predict_table(predictor, table, args.batch_size)
+    metrics, studies = evaluate_checkpoint(predictor, table, logits=(part_logits, anomaly_logits))
+    part_probs = part_probabilities(part_logits)
+    if args.report:
+        add_confidence_intervals(
+            metrics, table, part_probs, anomaly_logits, predictor.calibration, args.resamples, args.seed
+        )
     metrics["source"] = {
         "checkpoint": str(args.checkpoint),
         "data": args.csv or f"{args.data_root}:{args.split}",
@@ -42,6 +56,17 @@ def main(argv: list[str] | None = None) -> dict:
     studies.to_csv(out / "study_predictions.csv", index=False)
     print(format_table(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'study_predictions.csv'}")
+    if args.report:
+        from mura_mt.report import write_report
+
+        source = (
+            f"Checkpoint {args.checkpoint} on {metrics['source']['data']} "
+            f"({len(table)} images, {table['study_id'].nunique()} studies)."
+        )
+        html_file, md_file = write_report(
+            out, args.report_name, metrics, table, part_probs, anomaly_logits, predictor, source
+        )
+        print(f"wrote {html_file} and {md_file}")
     return metrics
 
 

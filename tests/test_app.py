@@ -2,7 +2,6 @@
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from mura_mt.data import read_mura_index
+from tests.browser import chromium
 from tests.conftest import REPO
 
 ARTIFACTS = Path(os.environ.get("MURA_MT_ARTIFACTS", REPO / "artifacts"))
@@ -160,47 +160,23 @@ def test_run_route_and_monitoring_are_closed(server):
 
 @pytest.mark.slow
 def test_browser_upload_click_verdict_and_overlay(server, sample_images):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: chromium is not installed")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            for name, viewport in (
-                ("laptop", {"width": 1280, "height": 900}),
-                ("phone", {"width": 390, "height": 844}),
-            ):
-                page = browser.new_page(viewport=viewport)
-                page.goto(server, wait_until="networkidle")
-                page.set_input_files("#upload input[type=file]", sample_images["study"])
-                page.wait_for_timeout(500)
-                page.click("#analyze")
-                page.wait_for_selector("#verdict h2", timeout=60_000)
-                assert re.search(r"(ABNORMAL|NORMAL): abnormality probability \d\.\d\d", page.inner_text("#verdict"))
-                page.wait_for_selector("#overlays img", timeout=60_000)
-                assert page.locator("#overlays img").count() >= 2
-                page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
-                page.close()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        for name, viewport in (
+            ("laptop", {"width": 1280, "height": 900}),
+            ("phone", {"width": 390, "height": 844}),
+        ):
+            page = browser.new_page(viewport=viewport)
+            page.goto(server, wait_until="networkidle")
+            page.set_input_files("#upload input[type=file]", sample_images["study"])
+            page.wait_for_timeout(500)
+            page.click("#analyze")
+            page.wait_for_selector("#verdict h2", timeout=60_000)
+            assert re.search(r"(ABNORMAL|NORMAL): abnormality probability \d\.\d\d", page.inner_text("#verdict"))
+            page.wait_for_selector("#overlays img", timeout=60_000)
+            assert page.locator("#overlays img").count() >= 2
+            page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
+            page.close()
     assert (ARTIFACTS / "app-laptop.png").stat().st_size > 10_000
 
 

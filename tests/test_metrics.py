@@ -28,23 +28,25 @@ def hand_made():
     anomaly[:, PART_TO_IDX["wrist"]] = [0.9, 0.5, 0.6, 0, 0, 0, 0]
     anomaly[:, PART_TO_IDX["hand"]] = [0, 0, 0, 0.2, 0.7, 0.6, 0.3]
     anomaly[6, PART_TO_IDX["finger"]] = 0.8
-    return table, part_probs, anomaly
+    clipped = np.clip(anomaly, 1e-6, 1 - 1e-6)
+    logits = np.log(clipped / (1 - clipped))  # identity calibration turns these back into the probabilities above
+    return table, part_probs, logits
 
 
 def test_study_aggregation_and_gates(hand_made):
     table, part_probs, anomaly = hand_made
-    _, true_studies = gate_predictions(table, part_probs, anomaly, np.full(7, 0.5), "true")
+    _, true_studies = gate_predictions(table, part_probs, anomaly, Calibration(), "true")
     assert true_studies.set_index("study_id")["prob"].to_dict() == pytest.approx(
         {"s1": 0.7, "s2": 0.6, "s3": 0.5, "s4": 0.3}
     )
-    _, predicted = gate_predictions(table, part_probs, anomaly, np.full(7, 0.5), "predicted")
+    _, predicted = gate_predictions(table, part_probs, anomaly, Calibration(), "predicted")
     s4 = predicted.set_index("study_id").loc["s4"]
     assert s4["predicted_part"] == "finger" and s4["prob"] == pytest.approx(0.8) and s4["pred"] == 1
 
 
 def test_metrics_equal_scikit_learn(hand_made):
     table, part_probs, anomaly = hand_made
-    metrics, studies = compute_metrics(table, part_probs, anomaly, np.full(7, 0.5))
+    metrics, studies = compute_metrics(table, part_probs, anomaly, Calibration())
     y = [1, 0, 1, 0]
     true_probs = [0.7, 0.6, 0.5, 0.3]
     overall = metrics["true_gate"]["overall"]

@@ -35,3 +35,17 @@ def test_unletterbox_puts_a_corner_back_in_its_corner():
     assert back.shape == (height, width)
     y, x = np.unravel_index(int(back.argmax()), back.shape)
     assert x < width * 0.1 and y < height * 0.1
+
+
+def test_serving_imports_no_training_stack():
+    """The Predictor path loads neither pandas nor torchvision's v2 augmentation nor Accelerate."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, mura_mt.predictor; "
+        "print(sorted(m for m in ('pandas', 'torchvision.transforms.v2', 'accelerate', 'mura_mt.data.augment') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

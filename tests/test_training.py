@@ -211,3 +211,13 @@ def test_learning_rate_scales_with_the_global_batch():
     assert scaled_lr(root, 4) == pytest.approx(2e-3)
     with pytest.raises(ValueError, match="lr_scaling"):
         scaled_lr(load_config(None, ["train.lr_scaling=cubic"]), 1)
+
+
+def test_compiled_model_trains_and_exports_plain_weights(synthetic_root, tmp_path):
+    """train.compile=true (torch.compile, here with the CPU's inductor): the export has the plain model's keys."""
+    _fit(synthetic_root, tmp_path, "train.compile=true", "train.epochs=1")
+    weights = load_file(tmp_path / "best/model.safetensors")
+    assert not any("_orig_mod" in key for key in weights)
+    model, _ = load_checkpoint(tmp_path / "best")
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 64, 64)).anomaly_logits).all()
