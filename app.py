@@ -2,13 +2,21 @@
 
 `build_demo(predictor)` holds layout and callbacks only: files go to the Predictor as paths (decoded by the
 project's own loader, never by gr.Image), and its Prediction is mapped to widgets. The app never touches
-tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P]; env MURA_MT_CHECKPOINT does the same.
+tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]; env
+MURA_MT_CHECKPOINT does the same as --checkpoint.
+
+Several requests run at once (``concurrency``, default: the number of cores, at least 2): decoding, overlay
+drawing and PNG encoding of one request overlap with another's model call; the Predictor serialises only the
+model call itself. The queue stays bounded (16 waiting); beyond that Gradio refuses at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -22,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 DEMO_CHECKPOINT = HERE / "checkpoints" / "demo"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".dcm"]
 MAX_VIEWS = 12
+QUEUE_SIZE = 16
+DEFAULT_CONCURRENCY = 2 * (os.cpu_count() or 1)  # measured on 2 cores: 4 beat 2 and 8 (docs/benchmarks.md)
 DISCLAIMER = (
     "**Research demo: not a medical device, not for diagnosis.** The bundled weights were trained on "
     "*synthetic* radiographs; real weights come from training on MURA."
@@ -33,8 +43,12 @@ evidence: warm colours push towards *abnormal*. A study's probability is the mea
 uncertain body parts and images that look unlike the training images."""
 
 
-def build_demo(predictor: Predictor, examples: list[str] | None = None) -> gr.Blocks:
-    """The whole UI and API around one Predictor."""
+def build_demo(
+    predictor: Predictor, examples: list[str] | None = None, concurrency: int = DEFAULT_CONCURRENCY
+) -> gr.Blocks:
+    """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once."""
+
+    pictures = _PictureFiles()
 
     def run_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
         paths = _paths(files)
@@ -43,15 +57,16 @@ def build_demo(predictor: Predictor, examples: list[str] | None = None) -> gr.Bl
         gallery = []
         for path, image, view in zip(paths, images, result.views):
             name = Path(path).name
-            gallery.append((image, f"{name}: original"))
+            gallery.append((pictures.write(image), f"{name}: original"))
             if view.heatmap is not None:
-                gallery.append((overlay(image, view.heatmap), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
+                shown = overlay(image, view.heatmap)
+                gallery.append((pictures.write(shown), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
         return result.to_dict(), gallery, _verdict(result), result.part_probs
 
     def run_single(file, body_part: str, explain: bool):
         image = _load(_paths(file)[0])
         result = _guarded(lambda: predictor.predict(image, body_part, explain=explain))
-        return result.to_dict(), overlay(image, result.heatmap) if result.heatmap is not None else image
+        return result.to_dict(), pictures.write(overlay(image, result.heatmap) if result.heatmap is not None else image)
 
     with gr.Blocks(title="mura-mt: bone X-ray triage", analytics_enabled=False, delete_cache=(900, 900)) as demo:
         gr.Markdown("# mura-mt: bone X-ray triage with explanations")
@@ -94,21 +109,48 @@ def build_demo(predictor: Predictor, examples: list[str] | None = None) -> gr.Bl
             [files, part, explain],
             [details, gallery, verdict, part_probs],
             api_name="predict_study",
-            concurrency_limit=1,
+            concurrency_limit=concurrency,
         )
         with gr.Column(visible=False):  # API-only endpoint for one image
             single_file = gr.File(type="filepath", file_types=FILE_TYPES)
             single_part = gr.Dropdown(["auto", *BODY_PARTS], value="auto")
             single_explain = gr.Checkbox(value=True)
-            single_json, single_image = gr.JSON(), gr.Image(format="png", type="pil")
+            single_json, single_image = gr.JSON(), gr.Image(format="png", type="filepath")
             gr.Button().click(
                 run_single,
                 [single_file, single_part, single_explain],
                 [single_json, single_image],
                 api_name="predict",
-                concurrency_limit=1,
+                concurrency_limit=concurrency,
             )
     return demo
+
+
+class _PictureFiles:
+    """Output pictures as PNG files with unique names, encoded in the request's own thread.
+
+    Gradio would write a returned PIL image to a content-addressed cache path in place, so two requests with the
+    same picture could truncate the file while a client downloads it (seen as a broken download under
+    concurrency). A file path is instead copied into the cache under a temporary name and renamed. Our files
+    are removed after a few minutes, so the folder does not grow.
+    """
+
+    KEEP_S = 300
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="mura-mt-pictures-"))
+
+    def write(self, image) -> str:
+        now = time.time()
+        for old in self.folder.glob("*.png"):
+            try:
+                if now - old.stat().st_mtime > self.KEEP_S:
+                    old.unlink()
+            except FileNotFoundError:  # another request removed it first
+                pass
+        path = self.folder / f"{uuid.uuid4().hex}.png"
+        image.save(path, format="PNG", compress_level=1)  # 2x faster to encode than the default; loopback-sized
+        return str(path)
 
 
 def _paths(files) -> list[str]:
@@ -159,12 +201,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument(
+        "--precision",
+        default=os.environ.get("MURA_MT_PRECISION", "auto"),
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 where the hardware has it natively (env MURA_MT_PRECISION)",
+    )
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests run at once")
     args = parser.parse_args(argv)
     checkpoint = resolve_checkpoint_arg(args.checkpoint)
-    predictor = Predictor.from_pretrained(checkpoint)
+    predictor = Predictor.from_pretrained(checkpoint, precision=args.precision)
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
-    demo = build_demo(predictor, examples)
-    demo.queue(max_size=16, default_concurrency_limit=1, api_open=False)
+    demo = build_demo(predictor, examples, concurrency=args.concurrency)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=args.concurrency, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
     demo.launch(
         server_name=args.host,

@@ -22,7 +22,9 @@ from mura_mt.predictor import Predictor
 def predict_table(
     predictor: Predictor, table: pd.DataFrame, batch_size: int = 32, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(part_logits [N, 7], anomaly_logits [N, 7]) for every row of an index table."""
+    """(part_logits [N, 7], anomaly_logits [N, 7]) for every row of an index table.
+
+    Threads decode and preprocess the next batch while the model runs on the current one."""
     paths = table["path"].tolist()
     failures: dict[str, str] = {}
 
@@ -33,10 +35,14 @@ def predict_table(
             failures[path] = str(err)
             return None
 
+    batches = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
     parts, anomalies = [], []
     with ThreadPoolExecutor() as pool, tqdm(total=len(paths), desc="evaluate", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            tensors = list(pool.map(prepare, paths[start : start + batch_size]))
+        pending = [pool.submit(prepare, path) for path in batches[0]] if batches else []
+        for i in range(len(batches)):
+            current = pending
+            pending = [pool.submit(prepare, path) for path in batches[i + 1]] if i + 1 < len(batches) else []
+            tensors = [future.result() for future in current]
             if failures:
                 first = "; ".join(f"{p}: {why}" for p, why in list(failures.items())[:5])
                 raise InvalidImageError(f"{len(failures)} unreadable images; first: {first}")

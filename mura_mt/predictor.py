@@ -3,12 +3,15 @@
 An image goes: ``io.load_radiograph`` -> THE eval transform -> one forward for both heads -> the gate (the
 predicted part, or the one the caller gives) -> the part's calibration and threshold -> optionally Grad-CAM
 from the same forward, mapped back onto the original image. A study decides its part once from the views'
-mean part probabilities and averages the views' abnormality probabilities. The Predictor knows nothing
-about Gradio, training or Accelerate. It is safe to call from several threads (one model call at a time).
+mean part probabilities and averages the views' abnormality probabilities (``decision.decide``). Every entry
+point (one image, one study, a batch of images, many studies) is one call of ``predict_studies``: one forward
+over all views. The Predictor knows nothing about Gradio, training or Accelerate. It is safe to call from
+several threads: decoding and assembling run in the caller's thread, only the model call is serialised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +29,18 @@ from mura_mt.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
 from mura_mt.ood import FeatureDistance
-from mura_mt.preprocessing import Geometry, Preprocessing, eval_transform, unletterbox
+from mura_mt.preprocessing import Geometry, eval_transform, unletterbox
+from mura_mt.serving import ServingConfig, resolve_precision
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image decoded and preprocessed (``Predictor.prepare``), ready for a forward pass; lets callers decode
+    the next images in other threads while the model runs."""
+
+    gray: Image.Image
+    x: torch.Tensor  # [1, 3, S, S]
+    geometry: Geometry
 
 
 @dataclass(frozen=True)
@@ -63,106 +77,151 @@ class Predictor:
 
     The Predictor owns the model it is given: it moves it to ``device``, puts it in eval mode and freezes its
     weights (Grad-CAM needs gradients only up to the CAM layer). Build it from a checkpoint with
-    ``from_pretrained``; pass a model you still train elsewhere only as a copy.
+    ``from_pretrained``; pass a model you still train elsewhere only as a copy. ``precision``: "fp32", "bf16"
+    (autocast; channels-last) or "auto" (bf16 where the hardware has it natively, see ``serving``).
     """
 
     def __init__(
-        self, model: MultiTaskNet, config: dict, device: str | torch.device = "cpu", ood: FeatureDistance | None = None
+        self,
+        model: MultiTaskNet,
+        serving: ServingConfig,
+        device: str | torch.device = "cpu",
+        ood: FeatureDistance | None = None,
+        precision: str = "fp32",
     ):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval().requires_grad_(False)  # Grad-CAM needs no weight gradients
-        self.config = config
-        pre = config["preprocessing"]
-        self.prep = Preprocessing(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"]))
-        self.calibration = Calibration.from_dict(config["calibration"])
+        self.precision = resolve_precision(precision, self.device)
+        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        # Grad-CAM needs no weight gradients.
+        self.model = model.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+        self.serving = serving
+        self.prep = serving.preprocessing
+        self.calibration = serving.calibration
         self.ood = ood
-        self.low_confidence = float(config.get("ood", {}).get("low_part_confidence", 0.6))
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    def from_pretrained(
+        cls, path_or_hub_id: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
+    ) -> Predictor:
         """From a checkpoint folder or a Hugging Face Hub repo id (safetensors only)."""
         directory = resolve_checkpoint(path_or_hub_id)
         model, config = load_checkpoint(directory)
-        return cls(model, config, device, FeatureDistance.from_tensors(load_extra_tensors(directory)))
+        ood = FeatureDistance.from_tensors(load_extra_tensors(directory))
+        return cls(model, ServingConfig.from_checkpoint(config), device, ood, precision)
+
+    def prepare(self, image: ImageSource | PreparedImage) -> PreparedImage:
+        """Decode (PNG, JPEG or DICOM; path, bytes, PIL or numpy) and apply THE eval transform."""
+        if isinstance(image, PreparedImage):
+            return image
+        gray = image if isinstance(image, Image.Image) and image.mode == "L" else load_radiograph(image)
+        x, geometry = eval_transform(gray, self.prep)
+        return PreparedImage(gray, x, geometry)
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
         """THE eval transform (the one validation uses): -> float [1, 3, S, S]."""
-        return self._prepare(image)[1]
+        return self.prepare(image).x
 
     def predict(self, image: ImageSource, body_part: str | None = None, explain: bool = False) -> Prediction:
         """Predict one view. ``body_part`` (e.g. "wrist") overrides the part head's choice for the gate."""
-        return self.predict_study([image], body_part, explain).views[0]
+        return self.predict_studies([[image]], body_part, explain)[0].views[0]
+
+    def predict_batch(
+        self, images: Sequence[ImageSource | PreparedImage], body_part: str | None = None, explain: bool = False
+    ) -> list[Prediction]:
+        """Predict independent images in one forward; each is gated by its own predicted part (or the given one)."""
+        return [study.views[0] for study in self.predict_studies([[image] for image in images], body_part, explain)]
 
     def predict_study(
-        self, images: Sequence[ImageSource], body_part: str | None = None, explain: bool = False
+        self, images: Sequence[ImageSource | PreparedImage], body_part: str | None = None, explain: bool = False
     ) -> StudyPrediction:
         """Predict the views of one study together; the part is decided once for all of them."""
         if not images:
             raise ValueError("a study needs at least one image")
+        return self.predict_studies([images], body_part, explain)[0]
+
+    def predict_studies(
+        self,
+        studies: Sequence[Sequence[ImageSource | PreparedImage]],
+        body_part: str | None = None,
+        explain: bool = False,
+    ) -> list[StudyPrediction]:
+        """Predict several studies in ONE forward over all their views; each study decides its own part."""
+        if not studies or any(len(views) == 0 for views in studies):
+            raise ValueError("every study needs at least one image")
         given = parse_body_part(body_part) if body_part not in (None, "", "auto") else None
-        prepared = [self._prepare(image) for image in images]
-        x = torch.cat([p[1] for p in prepared]).to(self.device)
-        decide = _fixed_part(BODY_PARTS.index(given)) if given else _study_part
-        with self._lock:
+        prepared = [[self.prepare(image) for image in views] for views in studies]
+        flat = [p for views in prepared for p in views]
+        study_of_view = np.repeat(np.arange(len(studies)), [len(views) for views in studies])
+        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        x = torch.cat([p.x for p in flat]).to(self.device).contiguous(memory_format=memory_format)
+        decide_part = _fixed_part(BODY_PARTS.index(given)) if given else _parts_by_study(study_of_view)
+        with self._lock, self._autocast():
             if explain:
-                maps, out, part_idx, features = gradcam_with_output(self.model, x, decide)
+                maps, out, part_idx, features = gradcam_with_output(self.model, x, decide_part)
             else:
                 with torch.inference_mode():
                     features = self.model.backbone(x)
                     out = self.model.heads(features)
-                    part_idx = decide(out)
+                    part_idx = decide_part(out)
                 maps = None
         ood_scores = self.ood.score(features.float().cpu()).numpy() if self.ood is not None else None
-        return self._assemble(out, int(part_idx[0]), given is not None, prepared, maps, ood_scores)
+        view_part = part_idx.cpu().numpy()
+        part_of_study = np.zeros(len(studies), dtype=np.int64)
+        part_of_study[study_of_view] = view_part
+        part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()  # [V, 7]
+        anomaly_logits = out.anomaly_logits.float().cpu().numpy()  # [V, 7]
+        decided = decide(part_probs, anomaly_logits, study_of_view, self.calibration, part_idx=part_of_study)
+        views = [
+            self._view(p, v, int(view_part[v]), given is not None, part_probs[v], decided, maps, ood_scores)
+            for v, p in enumerate(flat)
+        ]
+        results = []
+        for s in range(len(studies)):
+            mine = [views[v] for v in np.flatnonzero(study_of_view == s)]
+            results.append(
+                StudyPrediction(
+                    body_part=BODY_PARTS[part_of_study[s]],
+                    part_probs=_as_dict(part_probs[study_of_view == s].mean(axis=0)),
+                    gated_by="given" if given else "predicted",
+                    abnormal_prob=float(decided.probs[s]),
+                    threshold=float(decided.thresholds[s]),
+                    is_abnormal=bool(decided.is_abnormal[s]),
+                    heatmap=None,
+                    warnings=sorted({w for view in mine for w in view.warnings}),
+                    views=mine,
+                )
+            )
+        return results
 
     @torch.inference_mode()
     def predict_logits(self, x: torch.Tensor) -> ModelOutput:
         """Raw logits for an already preprocessed batch (used by evaluation)."""
-        with self._lock:
-            out = self.model(x.to(self.device))
+        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        with self._lock, self._autocast():
+            out = self.model(x.to(self.device).contiguous(memory_format=memory_format))
         return ModelOutput(out.part_logits.float().cpu(), out.anomaly_logits.float().cpu())
 
-    def _prepare(self, image: ImageSource) -> tuple[Image.Image, torch.Tensor, Geometry]:
-        gray = image if isinstance(image, Image.Image) and image.mode == "L" else load_radiograph(image)
-        x, geometry = eval_transform(gray, self.prep)
-        return gray, x, geometry
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
-    def _assemble(self, out: ModelOutput, part: int, given: bool, prepared, maps, ood_scores) -> StudyPrediction:
-        part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()  # [V, 7]
-        anomaly_logits = out.anomaly_logits.float().cpu().numpy()  # [V, 7]
-        views_study = np.zeros(len(prepared), dtype=np.int64)
-        decided = decide(part_probs, anomaly_logits, views_study, self.calibration, part_idx=np.array([part]))
-        threshold = float(decided.thresholds[0])
-        gated_by = "given" if given else "predicted"
-        views = []
-        for v, (gray, _, geometry) in enumerate(prepared):
-            heatmap = None
-            if maps is not None:
-                heatmap = scale_to_unit(unletterbox(maps[v : v + 1].cpu(), geometry))[0, 0].numpy()
-            view_prob = float(decided.view_probs[v])
-            views.append(
-                Prediction(
-                    body_part=BODY_PARTS[part],
-                    part_probs=_as_dict(part_probs[v]),
-                    gated_by=gated_by,
-                    abnormal_prob=view_prob,
-                    threshold=threshold,
-                    is_abnormal=view_prob > threshold,  # the rule applied to this view alone
-                    heatmap=heatmap,
-                    warnings=self._warnings(gray, part_probs[v], ood_scores, v, part, given),
-                )
-            )
-        return StudyPrediction(
+    def _view(self, prepared: PreparedImage, v: int, part: int, given: bool, part_probs, decided, maps, ood_scores):
+        heatmap = None
+        if maps is not None:
+            heatmap = scale_to_unit(unletterbox(maps[v : v + 1].float().cpu(), prepared.geometry))[0, 0].numpy()
+        view_prob = float(decided.view_probs[v])
+        threshold = float(self.calibration.threshold[part])
+        return Prediction(
             body_part=BODY_PARTS[part],
-            part_probs=_as_dict(part_probs.mean(axis=0)),
-            gated_by=gated_by,
-            abnormal_prob=float(decided.probs[0]),
+            part_probs=_as_dict(part_probs),
+            gated_by="given" if given else "predicted",
+            abnormal_prob=view_prob,
             threshold=threshold,
-            is_abnormal=bool(decided.is_abnormal[0]),
-            heatmap=None,
-            warnings=sorted({w for view in views for w in view.warnings}),
-            views=views,
+            is_abnormal=view_prob > threshold,  # the rule applied to this view alone
+            heatmap=heatmap,
+            warnings=self._warnings(prepared.gray, part_probs, ood_scores, v, part, given),
         )
 
     def _warnings(
@@ -174,11 +233,11 @@ class Predictor:
             warnings.append("The image is almost uniform: it shows no radiograph content to judge.")
         elif ood_scores is not None and ood_scores[v] > self.ood.threshold:
             warnings.append("This may not be an upper-extremity radiograph: it looks unlike the training images.")
-        if given and seen != part and part_probs[seen] >= self.low_confidence:
+        if given and seen != part and part_probs[seen] >= self.serving.low_part_confidence:
             warnings.append(
                 f"You chose {BODY_PARTS[part]}, but the image looks like a {BODY_PARTS[seen]} ({part_probs[seen]:.0%})."
             )
-        elif not given and part_probs[seen] < self.low_confidence:
+        elif not given and part_probs[seen] < self.serving.low_part_confidence:
             warnings.append(
                 f"Body part uncertain ({BODY_PARTS[seen]} {part_probs[seen]:.0%}); "
                 "choose the body part to be sure the right head decides."
@@ -190,12 +249,17 @@ def _as_dict(probs: np.ndarray) -> dict[str, float]:
     return {part: float(p) for part, p in zip(BODY_PARTS, probs)}
 
 
-def _study_part(out: ModelOutput) -> torch.Tensor:
-    """One part for the whole study, chosen by THE decision rule (argmax of the views' mean part probabilities)."""
-    part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()
-    views_study = np.zeros(len(part_probs), dtype=np.int64)
-    part = int(decide(part_probs, out.anomaly_logits.float().cpu().numpy(), views_study, Calibration()).part_idx[0])
-    return torch.full((len(part_probs),), part, dtype=torch.long, device=out.part_logits.device)
+def _parts_by_study(study_of_view: np.ndarray):
+    """The part decision for views grouped into studies, by THE decision rule (argmax of each study's mean part
+    probabilities), as a callback for the forward (Grad-CAM decides inside its own forward)."""
+
+    def decide_part(out: ModelOutput) -> torch.Tensor:
+        part_probs = torch.softmax(out.part_logits.float(), dim=1).cpu().numpy()
+        logits = out.anomaly_logits.float().cpu().numpy()
+        parts = decide(part_probs, logits, study_of_view, Calibration()).part_idx[study_of_view]
+        return torch.as_tensor(parts, dtype=torch.long, device=out.part_logits.device)
+
+    return decide_part
 
 
 def _fixed_part(idx: int):

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 where native")
     parser.add_argument("--report", action="store_true", help="confidence intervals, report.html and report.md")
     parser.add_argument("--report-name", default="report", help="file name of the report (without extension)")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (>= 1000)")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     table = read_csv_index(args.csv) if args.csv else read_mura_index(args.data_root, args.split)
-    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device)
+    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
     part_logits, anomaly_logits = predict_table(predictor, table, args.batch_size)
     metrics, studies = evaluate_checkpoint(predictor, table, logits=(part_logits, anomaly_logits))
     part_probs = part_probabilities(part_logits)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpoint": str(args.checkpoint),
         "data": args.csv or f"{args.data_root}:{args.split}",
         "n_images": len(table),
+        "precision": predictor.precision,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,10 @@ path, study, body_part, part_prob, abnormal_prob, is_abnormal, study_abnormal_pr
 warnings (and the error for unreadable files, which are reported, never skipped silently). With --cam-dir,
 also writes Grad-CAM overlays. Under `accelerate launch` the studies are sharded over the processes and the
 main process writes the one CSV.
+
+Speed (``mura_mt.bulk``): studies are packed into batches of about --batch-size images (a study is never split),
+each batch is one forward, threads decode the next batch while the model runs, and --precision auto uses bf16
+where the hardware has it natively (fp32 elsewhere).
 """
 
 from __future__ import annotations
@@ -16,10 +20,8 @@ from pathlib import Path
 import pandas as pd
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
-from tqdm.auto import tqdm
 
-from mura_mt.explain import overlay
-from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.bulk import predict_files
 from mura_mt.predictor import Predictor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
@@ -49,40 +51,6 @@ def collect_studies(inputs: list[str]) -> dict[str, list[str]]:
     return dict(studies)
 
 
-def predict_study_rows(
-    predictor: Predictor, study: str, paths: list[str], body_part: str | None, cam_dir: Path | None
-) -> list[dict]:
-    readable, rows = [], []
-    for path in paths:
-        try:
-            readable.append((path, load_radiograph(path)))
-        except InvalidImageError as err:
-            rows.append({"path": path, "study": study, "error": str(err)})
-    if not readable:
-        return rows
-    result = predictor.predict_study([image for _, image in readable], body_part, explain=cam_dir is not None)
-    for (path, image), view in zip(readable, result.views):
-        rows.append(
-            {
-                "path": path,
-                "study": study,
-                "body_part": result.body_part,
-                "part_prob": result.part_probs[result.body_part],
-                "abnormal_prob": view.abnormal_prob,
-                "is_abnormal": view.is_abnormal,
-                "study_abnormal_prob": result.abnormal_prob,
-                "study_is_abnormal": result.is_abnormal,
-                "gated_by": result.gated_by,
-                "warnings": " | ".join(view.warnings),
-                "error": "",
-            }
-        )
-        if cam_dir is not None:
-            name = "_".join(Path(path).with_suffix("").parts[-3:]) + "_cam.png"
-            overlay(image, view.heatmap).save(cam_dir / name)
-    return rows
-
-
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -90,20 +58,30 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", required=True, help="CSV to write")
     parser.add_argument("--body-part", default=None, help="gate every study by this part instead of the predicted one")
     parser.add_argument("--cam-dir", default=None, help="write Grad-CAM overlay PNGs here")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (studies are kept whole)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPU count)")
     args = parser.parse_args(argv)
 
     # Unlike Accelerator, a bare PartialState ignores ACCELERATE_USE_CPU and would run every CPU rank as rank 0.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     studies = collect_studies(args.inputs)
-    predictor = Predictor.from_pretrained(args.checkpoint, device=state.device)
+    predictor = Predictor.from_pretrained(args.checkpoint, device=state.device, precision=args.precision)
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     rows: list[dict] = []
     with state.split_between_processes(sorted(studies)) as mine:
-        for study in tqdm(mine, desc="predict", disable=not state.is_local_main_process):
-            rows += predict_study_rows(predictor, study, studies[study], args.body_part, cam_dir)
+        rows = predict_files(
+            predictor,
+            {study: studies[study] for study in mine},
+            args.body_part,
+            cam_dir,
+            args.batch_size,
+            args.workers,
+            progress=state.is_local_main_process,
+        )
     part_file = out.with_name(f".{out.name}.rank{state.process_index}")
     pd.DataFrame(rows).to_csv(part_file, index=False)
     state.wait_for_everyone()

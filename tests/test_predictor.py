@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from mura_mt import BODY_PARTS, Predictor
-from mura_mt.calibration import Calibration
 from mura_mt.data import read_mura_index
 from mura_mt.data.cache import build_image_cache
 from mura_mt.evaluation import predict_table
 from mura_mt.model import MultiTaskNet
-from mura_mt.preprocessing import normalize
+from mura_mt.preprocessing import Preprocessing, normalize
+from mura_mt.serving import ServingConfig
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +104,8 @@ def test_concurrent_calls_equal_sequential_ones(predictor, valid_table):
     assert len(results) == 12
 
 
-def _config(image_size=96):
-    return {
-        "preprocessing": {"image_size": image_size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "calibration": Calibration().to_dict(),
-        "ood": {},
-    }
+def _config(image_size=96) -> ServingConfig:
+    return ServingConfig(Preprocessing(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
 
 
 def test_heatmap_lands_on_the_evidence_in_original_coordinates():

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from mura_mt.data import read_mura_index
 from scripts import evaluate, predict
@@ -79,7 +80,18 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
     for key in ("loader_images_per_s", "compute_images_per_s", "loop_images_per_s", "loop_vs_compute"):
         assert training[key] > 0, key
     assert training["loader_workers"] == 2  # the default worker count
-    assert report["inference"]["predict_ratio"] > 0
+    inference = report["inference"]
+    for key in ("predict_ratio", "explain_ratio", "two_stage_ratio", "two_stage_explain_ratio"):
+        assert inference[key] > 0, key
+    assert inference["parameters"]["ratio"] == pytest.approx(1 / 8, rel=0.01)  # one ResNet-18 vs eight
+    assert inference["resident_mb"]["one_model"] > 0 and inference["resident_mb"]["eight_models"] > 0
+    assert inference["throughput"]["bf16_batch8_images_per_s"] > 0
+    assert inference["bulk"]["bulk_vs_sequential"] > 0 and inference["bulk"]["files"] == 8
+    serving = inference["serving"]
+    assert 0 < serving["cold_start_to_first_answer_s"] < 120
+    for concurrency in (1, 4, 16):
+        block = serving[f"concurrency_{concurrency}"]
+        assert block["requests_per_s"] > 0 and block["p50_ms"] <= block["p95_ms"]
     assert (
         json.loads((tmp_path / "bench.json").read_text())["training"]["loop_images_per_s"]
         == training["loop_images_per_s"]
