@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         source = (
             f"Checkpoint {args.checkpoint} on {metrics['source']['data']} "
-            f"({len(table)} images, {table['study_id'].nunique()} studies)."
+            f"({len(table)} images, {table['study_id'].nunique()} studies), model precision {predictor.precision}."
         )
         html_file, md_file = write_report(
             out, args.report_name, metrics, table, part_probs, anomaly_logits, predictor, source
