@@ -2,21 +2,26 @@
 
 `build_demo(predictor)` holds layout and callbacks only: files go to the Predictor as paths (decoded by the
 project's own loader, never by gr.Image), and its Prediction is mapped to widgets. The app never touches
-tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]; env
-MURA_MT_CHECKPOINT does the same as --checkpoint.
+tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
+[--auth-file FILE] [--time-limit S]; env MURA_MT_CHECKPOINT does the same as --checkpoint, and
+MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page and API alike.
 
-Several requests run at once (``concurrency``, default: the number of cores, at least 2): decoding, overlay
+Several requests run at once (``concurrency``, default twice the cores): decoding, overlay
 drawing and PNG encoding of one request overlap with another's model call; the Predictor serialises only the
-model call itself. The queue stays bounded (16 waiting); beyond that Gradio refuses at once.
+model call itself. The queue stays bounded (16 waiting); beyond that Gradio refuses at once. An analysis that
+takes longer than ``time_limit`` seconds answers with a clean error and frees its worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import gradio as gr
@@ -31,6 +36,7 @@ DEMO_CHECKPOINT = HERE / "checkpoints" / "demo"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".dcm"]
 MAX_VIEWS = 12
 QUEUE_SIZE = 16
+DEFAULT_TIME_LIMIT_S = 60.0
 DEFAULT_CONCURRENCY = 2 * (os.cpu_count() or 1)  # measured on 2 cores: 4 beat 2 and 8 (docs/benchmarks.md)
 DISCLAIMER = (
     "**Research demo: not a medical device, not for diagnosis.** The bundled weights were trained on "
@@ -44,11 +50,29 @@ uncertain body parts and images that look unlike the training images."""
 
 
 def build_demo(
-    predictor: Predictor, examples: list[str] | None = None, concurrency: int = DEFAULT_CONCURRENCY
+    predictor: Predictor,
+    examples: list[str] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    time_limit: float = DEFAULT_TIME_LIMIT_S,
 ) -> gr.Blocks:
-    """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once."""
+    """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
+    analysis longer than ``time_limit`` seconds is answered with an error."""
 
     pictures = _PictureFiles()
+    # The analyses run here, so a request can stop waiting for one that is too slow; the thread finishes it in
+    # the background (Python cannot stop it), and the Predictor's lock makes later requests wait their turn.
+    analyses = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="analysis")
+
+    def _guarded(call):
+        future = analyses.submit(call)
+        try:
+            return future.result(timeout=time_limit)
+        except FutureTimeout:
+            raise gr.Error(
+                f"The analysis took longer than {time_limit:g} s and was stopped; please try again later."
+            ) from None
+        except (InvalidImageError, ValueError) as err:
+            raise gr.Error(str(err)) from None
 
     def run_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
         paths = _paths(files)
@@ -170,13 +194,6 @@ def _load(path: str):
         raise gr.Error(f"{Path(path).name}: {err}") from None
 
 
-def _guarded(call):
-    try:
-        return call()
-    except (InvalidImageError, ValueError) as err:
-        raise gr.Error(str(err)) from None
-
-
 def _verdict(result: StudyPrediction) -> str:
     label = "ABNORMAL" if result.is_abnormal else "NORMAL"
     decided = "the predicted body part" if result.gated_by == "predicted" else "the body part you chose"
@@ -186,6 +203,45 @@ def _verdict(result: StudyPrediction) -> str:
     ]
     lines += [f"> ⚠️ {warning}" for warning in result.warnings]
     return "\n\n".join(lines)
+
+
+class AuthError(ValueError):
+    """The login configuration is malformed (the message never contains a password)."""
+
+
+def load_credentials(auth_file: str | None, env_value: str | None) -> dict[str, str] | None:
+    """Users and passwords from ``--auth-file`` (one ``user:password`` a line; blank lines and ``#`` comments
+    skipped) or else ``MURA_MT_AUTH`` (``user:password[,user2:password2]``); None when neither is set."""
+    if auth_file:
+        try:
+            lines = Path(auth_file).read_text().splitlines()
+        except OSError as err:
+            raise AuthError(f"cannot read the auth file {auth_file}: {err.strerror}") from None
+        entries = [(f"{auth_file} line {n}", line.strip()) for n, line in enumerate(lines, 1)]
+        entries = [(where, line) for where, line in entries if line and not line.startswith("#")]
+    elif env_value:
+        entries = [(f"MURA_MT_AUTH entry {n}", item.strip()) for n, item in enumerate(env_value.split(","), 1)]
+    else:
+        return None
+    credentials = {}
+    for where, entry in entries:
+        user, sep, password = entry.partition(":")
+        if not sep or not user.strip() or not password:
+            raise AuthError(f"{where} is not of the form user:password")  # never echo the entry: it may be a secret
+        credentials[user.strip()] = password
+    if not credentials:
+        raise AuthError("login is configured but names no user")
+    return credentials
+
+
+def check_login(credentials: dict[str, str]):
+    """Gradio's auth callback: constant-time comparison, so timing does not reveal how much of a guess was right."""
+
+    def check(user: str, password: str) -> bool:
+        expected = credentials.get(user)
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+
+    return check
 
 
 def resolve_checkpoint_arg(cli_value: str | None) -> str:
@@ -208,11 +264,22 @@ def main(argv: list[str] | None = None) -> None:
         help="auto: bf16 where the hardware has it natively (env MURA_MT_PRECISION)",
     )
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests run at once")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=float(os.environ.get("MURA_MT_TIME_LIMIT", DEFAULT_TIME_LIMIT_S)),
+        help="seconds an analysis may take before the request gets an error (env MURA_MT_TIME_LIMIT)",
+    )
+    parser.add_argument("--auth-file", default=None, help="turn on login: one user:password a line")
     args = parser.parse_args(argv)
+    try:
+        credentials = load_credentials(args.auth_file, os.environ.get("MURA_MT_AUTH"))
+    except AuthError as err:
+        parser.error(str(err))
     checkpoint = resolve_checkpoint_arg(args.checkpoint)
     predictor = Predictor.from_pretrained(checkpoint, precision=args.precision)
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
-    demo = build_demo(predictor, examples, concurrency=args.concurrency)
+    demo = build_demo(predictor, examples, concurrency=args.concurrency, time_limit=args.time_limit)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=args.concurrency, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
     demo.launch(
@@ -228,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         allowed_paths=[],
         blocked_paths=blocked,
         footer_links=["api"],
+        auth=check_login(credentials) if credentials else None,
+        auth_message="mura-mt: sign in to use this research demo." if credentials else None,
     )
 
 

@@ -21,6 +21,17 @@ from mura_mt.io import ImageLimits, InvalidImageError, _check_geometry, scale_to
 
 def decode_dicom(data: bytes, limits: ImageLimits) -> Image.Image:
     """Decode one single-frame DICOM image to 8-bit grayscale (see ``mura_mt.io`` for the rules)."""
+    try:
+        return _decode(data, limits)
+    except InvalidImageError:
+        raise
+    except Exception as err:
+        # pydicom converts header elements lazily, on first access: a damaged value raises then, with whatever
+        # type its parser used (ValueError, TypeError, NotImplementedError for an unknown VR...). Found by fuzzing.
+        raise InvalidImageError("the DICOM header is damaged or inconsistent") from err
+
+
+def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
     header = _read(data, stop_before_pixels=True)
     rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
     if rows == 0 or cols == 0:

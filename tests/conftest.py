@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +73,59 @@ def fresh_accelerator_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sample_images(synthetic_root):
+    """One valid-split view, and all views of one study."""
+    from mura_mt.data import read_mura_index
+
+    table = read_mura_index(synthetic_root, "valid")
+    study = table[table["study_id"] == table["study_id"][0]]["path"].tolist()
+    return {"single": table["path"][0], "study": study}
+
+
+@contextlib.contextmanager
+def running_app(log, extra_env: dict[str, str] | None = None, *args: str) -> Iterator[tuple[str, int]]:
+    """`python app.py` as the README says (bundled demo checkpoint unless ``args`` say otherwise), on a free
+    loopback port; yields (URL, pid) once the page answers, stops the process group afterwards."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+    if "MURA_MT_CHECKPOINT" not in (extra_env or {}):
+        env.pop("MURA_MT_CHECKPOINT", None)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), *args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}")
+            try:
+                httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - start > 120:
+                pytest.fail("app.py was not ready within 120 s")
+            time.sleep(0.3)
+        print(f"app ready in {time.perf_counter() - start:.1f} s")
+        yield url, proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

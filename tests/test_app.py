@@ -2,10 +2,7 @@
 
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,51 +15,26 @@ from PIL import Image
 
 from mura_mt.data import read_mura_index
 from tests.browser import chromium
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, running_app
 
 ARTIFACTS = Path(os.environ.get("MURA_MT_ARTIFACTS", REPO / "artifacts"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class _Server(str):
+    """The app's URL, knowing its process id (for memory measurements)."""
+
+    def __new__(cls, url: str, pid: int):
+        server = super().__new__(cls, url)
+        server.pid = pid
+        return server
 
 
 @pytest.fixture(scope="module")
 def server():
     """`python app.py` exactly as the README says (bundled demo checkpoint), on a free loopback port."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    env.pop("MURA_MT_CHECKPOINT", None)
     log = open(ARTIFACTS.parent / ".app-test.log", "w") if ARTIFACTS.parent.exists() else subprocess.DEVNULL
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - start > 120:
-                pytest.fail("app.py was not ready within 120 s")
-            time.sleep(0.5)
-        print(f"app ready in {time.perf_counter() - start:.1f} s")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with running_app(log) as (url, pid):
+        yield _Server(url, pid)
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +42,6 @@ def client(server):
     from gradio_client import Client
 
     return Client(server, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def sample_images(synthetic_root):
-    table = read_mura_index(synthetic_root, "valid")
-    study = table[table["study_id"] == table["study_id"][0]]["path"].tolist()
-    return {"single": table["path"][0], "study": study}
 
 
 def test_build_demo_constructs_without_launch(trained_run):
@@ -272,7 +237,7 @@ def test_unexpected_failure_reaches_the_client_without_internals(trained_run, sa
     predictor.model.backbone.forward = broken_backbone
     demo = build_demo(predictor)
     demo.queue(max_size=4, api_open=False)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -295,3 +260,68 @@ def test_concurrent_requests_with_different_images_equal_sequential_ones(client,
     for (seq_result, seq_image), (con_result, con_image) in zip(sequential, concurrent):
         assert con_result == seq_result
         assert np.array_equal(np.asarray(Image.open(con_image)), np.asarray(Image.open(seq_image)))
+
+
+@pytest.mark.slow
+def test_short_soak_with_hostile_files(server, tmp_path):
+    """scripts/soak.py against the real app: no unexpected error, the golden answer unchanged, memory bounded."""
+    from scripts import soak
+
+    report = soak.main(
+        ["--url", server, "--requests", "80", "--concurrency", "4", "--hostile-share", "0.4", "--pid", str(server.pid),
+         "--max-minutes", "5", "--out", str(tmp_path / "soak.json")]
+    )  # fmt: skip
+    assert report["requests"] == 80 and report["errors"] == 0, report["error_examples"]
+    assert report["refused"] > 10 and report["answered"] > 10  # both kinds really went through
+    assert report["golden_unchanged"]
+    assert report["rss_growth_mb"] < 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "data",
+    [
+        [123, "auto", True],  # a number where a file goes
+        [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "auto", True],  # never uploaded
+        [{"path": "/definitely/missing.png", "meta": {"_type": "gradio.FileData"}}, "auto", True],
+        [{"url": "data:image/png;base64,iVBORw0KGgo=", "meta": {"_type": "gradio.FileData"}}, "auto", True],
+        # a URL the server must not fetch for a stranger (loopback only: tests never aim at other addresses)
+        [{"path": "x.png", "url": "http://127.0.0.1:9/secret.png", "meta": {"_type": "gradio.FileData"}}, "auto", True],
+        [None, "knee", True],  # no file, unknown body part
+        [None, "x" * 1_000_000, True],  # a huge string
+        ["not even a dict", "auto", "yes"],
+        [],
+    ],
+)
+def test_api_fed_garbage_answers_cleanly_and_stays_up(server, client, sample_images, data):
+    """Raw queue/join with wrong types, huge strings, unknown parts, missing or foreign files, data: URLs: a 4xx
+    or a clean error event, never a crash; the next good request gets the same answer as before."""
+    import json
+    import uuid
+
+    from gradio_client import handle_file
+
+    config = httpx.get(server + "config", timeout=30).json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
+    session = uuid.uuid4().hex
+    body = {"data": data, "fn_index": fn_index, "session_hash": session}
+    answer = httpx.post(server + "gradio_api/queue/join", json=body, timeout=60)
+    assert answer.status_code < 500, answer.text[:300]
+    if answer.status_code == 200:
+        url = server + f"gradio_api/queue/data?session_hash={session}"
+        with httpx.stream("GET", url, timeout=60) as stream:
+            messages = [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+        completed = [m for m in messages if m.get("msg") == "process_completed"]
+        assert completed and not completed[-1]["success"]  # refused, not answered
+        assert "Traceback" not in json.dumps(completed[-1]) and "/etc/passwd" not in json.dumps(completed[-1])
+    result, _ = client.predict(handle_file(sample_images["single"]), "auto", False, api_name="/predict")
+    again, _ = client.predict(handle_file(sample_images["single"]), "auto", False, api_name="/predict")
+    assert result == again
+
+
+def test_foreign_origins_get_no_cors_grant(server):
+    """strict_cors: a page on another origin may not read this app's responses (a localhost app is not a proxy
+    for whatever site the user happens to visit)."""
+    for origin in ("http://evil.example", "null"):
+        answer = httpx.get(server + "config", headers={"Origin": origin}, timeout=10)
+        assert answer.headers.get("access-control-allow-origin") not in (origin, "*")

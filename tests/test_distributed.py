@@ -108,3 +108,56 @@ def test_predict_shards_over_two_processes_into_one_csv(trained_run, synthetic_r
     assert "2 processes" in done.stdout  # really sharded, not the same work done twice
     assert preds.groupby("study")["body_part"].nunique().max() == 1
     assert not list(tmp_path.glob(".preds.csv.rank*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["step", "data"])
+def test_one_failing_rank_stops_every_rank_quickly(synthetic_root, tmp_path, fault):
+    """Rank 1 raises (in its step, or in its loader); rank 0 would wait in the next all-reduce until the
+    collective timeout (10 minutes). The launcher must stop the whole job, with the error, within a minute."""
+    import time
+
+    args = [
+        str(REPO / "tests/faulty_train.py"),
+        fault,
+        "--config",
+        str(REPO / "configs/smoke.yaml"),
+        f"data.root={synthetic_root}",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    command, env = _launch(args, processes=2, port=29523 if fault == "step" else 29525)
+    env["PYTHONPATH"] = str(REPO)
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    assert done.returncode != 0
+    assert f"injected fault in rank 1's {'training step' if fault == 'step' else 'data loading'}" in done.stderr
+    print(f"{fault}: every rank stopped {elapsed:.1f} s after the launch")
+    assert elapsed < 120, f"took {elapsed:.0f} s"
+    assert not (tmp_path / "run/best").exists()  # nothing exported from a failed run
+
+
+@pytest.mark.slow
+def test_kill_during_export_leaves_the_previous_checkpoint_loadable(trained_run, tmp_path):
+    """SIGKILL the exporting process halfway through writing the weights: the previous best/ still loads."""
+    best = shutil.copytree(trained_run / "best", tmp_path / "best")
+    before = (best / "model.safetensors").read_bytes()
+    script = f"""
+import os, signal
+from mura_mt import checkpoint
+
+def half_then_killed(tensors, path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"\\0" * 1000)  # a partial file...
+    os.kill(os.getpid(), signal.SIGKILL)  # ...and the machine goes away
+
+checkpoint.save_file = half_then_killed
+model, config = checkpoint.load_checkpoint({str(best)!r})
+written_by_export = ("format_version", "body_parts", "weights_sha256", "weights_dtype")
+meta = {{k: v for k, v in config.items() if k not in written_by_export}}
+checkpoint.export({str(best)!r}, model, meta)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9  # really killed mid-write
+    load_checkpoint(best)  # the previous checkpoint, intact and verified by its hash
+    assert (best / "model.safetensors").read_bytes() == before

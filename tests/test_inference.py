@@ -103,3 +103,25 @@ def test_packing_never_splits_a_study():
     sizes = {"a": 3, "b": 4, "c": 1, "d": 9, "e": 2}
     chunks = pack_studies(list(sizes), sizes, batch_size=5)
     assert chunks == [["a"], ["b", "c"], ["d"], ["e"]]
+
+
+def test_largest_legitimate_image_is_answered_within_budget(tmp_path):
+    """20 megapixels (4000 x 5000, half the decoder's limit) with Grad-CAM: answered, heatmap on the full
+    image, in bounded time and memory."""
+    import time
+
+    import psutil
+    from PIL import Image
+
+    from mura_mt.explain import overlay
+
+    y, x = np.mgrid[0:5000, 0:4000]
+    Image.fromarray(((x + y) % 256).astype(np.uint8)).save(tmp_path / "large.png")
+    predictor = Predictor.from_pretrained(DEMO)
+    process = psutil.Process()
+    before, start = process.memory_info().rss, time.perf_counter()
+    result = predictor.predict(tmp_path / "large.png", explain=True)
+    shown = overlay(Image.open(tmp_path / "large.png"), result.heatmap)
+    assert result.heatmap.shape == (5000, 4000) and shown.size == (4000, 5000)
+    assert time.perf_counter() - start < 60
+    assert (process.memory_info().rss - before) / 2**20 < 2048
