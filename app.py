@@ -75,6 +75,20 @@ def build_demo(
             raise gr.Error(str(err)) from None
 
     def run_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
+        """Analyse the views of ONE study together (research use only; not a diagnosis).
+
+        Args:
+            files: one to 12 radiographs of the same study (PNG, JPEG or DICOM).
+            body_part: "auto" (the body-part head decides) or one of the seven MURA parts to force that head.
+            explain: whether to compute a Grad-CAM overlay for every view.
+
+        Returns:
+            study_result: body part, part probabilities, which head decided, abnormality probability, threshold,
+                verdict, warnings, and the same for each view.
+            views_and_gradcam_overlays: each view, then its overlay when explain is on.
+            verdict: the verdict in words, with any warnings.
+            body_part: the study's body-part probabilities.
+        """
         paths = _paths(files)
         images = [_load(path) for path in paths]
         result = _guarded(lambda: predictor.predict_study(images, body_part, explain=explain))
@@ -88,6 +102,18 @@ def build_demo(
         return result.to_dict(), gallery, _verdict(result), result.part_probs
 
     def run_single(file, body_part: str, explain: bool):
+        """Analyse ONE radiograph (research use only; not a diagnosis).
+
+        Args:
+            file: a radiograph (PNG, JPEG or DICOM).
+            body_part: "auto" (the body-part head decides) or one of the seven MURA parts to force that head.
+            explain: whether to compute the Grad-CAM overlay.
+
+        Returns:
+            result: body part, part probabilities, which head decided, abnormality probability, threshold,
+                verdict and warnings.
+            overlay: the Grad-CAM overlay as a PNG (the image itself when explain is off).
+        """
         image = _load(_paths(file)[0])
         result = _guarded(lambda: predictor.predict(image, body_part, explain=explain))
         return result.to_dict(), pictures.write(overlay(image, result.heatmap) if result.heatmap is not None else image)
@@ -120,13 +146,13 @@ def build_demo(
                         label="Examples (synthetic radiographs)",
                     )
             with gr.Column(scale=2, min_width=320):
-                verdict = gr.Markdown(elem_id="verdict")
+                verdict = gr.Markdown(label="verdict", elem_id="verdict")
                 part_probs = gr.Label(num_top_classes=3, label="Body part", elem_id="part-probs")
                 gallery = gr.Gallery(
                     label="Views and Grad-CAM overlays", columns=2, height="auto", format="png", elem_id="overlays"
                 )
                 with gr.Accordion("Details (JSON)", open=False):
-                    details = gr.JSON(elem_id="details")
+                    details = gr.JSON(label="study result", elem_id="details")
         gr.Markdown(HOW_TO_READ)
         run.click(
             run_study,
@@ -139,7 +165,8 @@ def build_demo(
             single_file = gr.File(type="filepath", file_types=FILE_TYPES)
             single_part = gr.Dropdown(["auto", *BODY_PARTS], value="auto")
             single_explain = gr.Checkbox(value=True)
-            single_json, single_image = gr.JSON(), gr.Image(format="png", type="filepath")
+            single_json = gr.JSON(label="result")
+            single_image = gr.Image(label="overlay", format="png", type="filepath")
             gr.Button().click(
                 run_single,
                 [single_file, single_part, single_explain],

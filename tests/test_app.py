@@ -325,3 +325,16 @@ def test_foreign_origins_get_no_cors_grant(server):
     for origin in ("http://evil.example", "null"):
         answer = httpx.get(server + "config", headers={"Origin": origin}, timeout=10)
         assert answer.headers.get("access-control-allow-origin") not in (origin, "*")
+
+
+@pytest.mark.slow
+def test_api_outputs_have_names(client):
+    """view_api() names what each route returns (not value_22, value_23), so a caller can read it."""
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [r["label"] for r in api["/predict"]["returns"]] == ["result", "overlay"]
+    assert [r["label"] for r in api["/predict_study"]["returns"]] == [
+        "study result",
+        "Views and Grad-CAM overlays",
+        "verdict",
+        "Body part",
+    ]
