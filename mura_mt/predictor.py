@@ -91,9 +91,9 @@ class Predictor:
     ):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        self._memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
         # Grad-CAM needs no weight gradients.
-        self.model = model.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+        self.model = model.to(self.device, memory_format=self._memory_format).eval().requires_grad_(False)
         self.serving = serving
         self.prep = serving.preprocessing
         self.calibration = serving.calibration
@@ -153,8 +153,7 @@ class Predictor:
         prepared = [[self.prepare(image) for image in views] for views in studies]
         flat = [p for views in prepared for p in views]
         study_of_view = np.repeat(np.arange(len(studies)), [len(views) for views in studies])
-        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
-        x = torch.cat([p.x for p in flat]).to(self.device).contiguous(memory_format=memory_format)
+        x = torch.cat([p.x for p in flat]).to(self.device).contiguous(memory_format=self._memory_format)
         decide_part = _fixed_part(BODY_PARTS.index(given)) if given else _parts_by_study(study_of_view)
         with self._lock, self._autocast():
             if explain:
@@ -197,9 +196,8 @@ class Predictor:
     @torch.inference_mode()
     def predict_logits(self, x: torch.Tensor) -> ModelOutput:
         """Raw logits for an already preprocessed batch (used by evaluation)."""
-        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
         with self._lock, self._autocast():
-            out = self.model(x.to(self.device).contiguous(memory_format=memory_format))
+            out = self.model(x.to(self.device).contiguous(memory_format=self._memory_format))
         return ModelOutput(out.part_logits.float().cpu(), out.anomaly_logits.float().cpu())
 
     def _autocast(self):
