@@ -1,10 +1,12 @@
-"""The Gradio app: web UI, `gradio_client` API (/predict, /predict_study) and a Hugging Face Space.
+"""The Gradio app: web UI, `gradio_client` API (/predict, /predict_study), MCP tools and a Hugging Face Space.
 
 `build_demo(predictor)` holds layout and callbacks only: files go to the Predictor as paths (decoded by the
 project's own loader, never by gr.Image), and its Prediction is mapped to widgets. The app never touches
 tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
-[--auth-file FILE] [--time-limit S]; env MURA_MT_CHECKPOINT does the same as --checkpoint, and
-MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page and API alike.
+[--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp]; env MURA_MT_CHECKPOINT does the same
+as --checkpoint, and MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page
+and API alike. The two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a
+ZeroGPU Space each analysis runs inside ``@spaces.GPU``.
 
 Several requests run at once (``concurrency``, default twice the cores): decoding, overlay
 drawing and PNG encoding of one request overlap with another's model call; the Predictor serialises only the
@@ -15,6 +17,7 @@ takes longer than ``time_limit`` seconds answers with a clean error and frees it
 from __future__ import annotations
 
 import argparse
+import contextvars
 import hmac
 import os
 import tempfile
@@ -25,6 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+try:  # Hugging Face ZeroGPU: `spaces` must come before anything initialises CUDA; absent elsewhere
+    import spaces
+except ImportError:
+    spaces = None
 import gradio as gr
 
 from mura_mt.explain import overlay
@@ -46,8 +53,10 @@ DISCLAIMER = (
 HOW_TO_READ = """**How to read this.** The body-part model names the part it sees; that part's abnormality
 head gives the probability, compared with the part's threshold (fitted on validation data). *Decided by* says whether
 the predicted part or the part you chose picked the head. The Grad-CAM overlay shows where that head found its
-evidence: warm colours push towards *abnormal*. A study's probability is the mean over its views. Warnings flag
-uncertain body parts and images that look unlike the training images."""
+evidence: warm colours push towards *abnormal*. A study's probability is the mean over its views. Warnings stand
+above the verdict: an image unlike the training images (another body region, a CT or MR slice, a photo, or for the
+bundled demo any real radiograph) gets an answer that is not reliable; an uncertain body part means you should
+choose the part yourself."""
 
 
 def build_demo(
@@ -55,17 +64,23 @@ def build_demo(
     examples: list[str] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     time_limit: float = DEFAULT_TIME_LIMIT_S,
+    cache_examples: bool = True,
 ) -> gr.Blocks:
     """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
-    analysis longer than ``time_limit`` seconds is answered with an error."""
+    analysis longer than ``time_limit`` seconds is answered with an error. ``examples`` are answered at launch
+    (``cache_examples``) so that clicking one shows its result at once."""
 
     pictures = _PictureFiles()
     # The analyses run here, so a request can stop waiting for one that is too slow; the thread finishes it in
     # the background (Python cannot stop it), and the Predictor's lock makes later requests wait their turn.
     analyses = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="analysis")
+    analyse = on_gpu(
+        lambda images, body_part, explain: predictor.predict_study(images, body_part, explain=explain), time_limit
+    )
 
-    def _guarded(call):
-        future = analyses.submit(call)
+    def _guarded(images, body_part: str, explain: bool):
+        # The request's context goes along: ZeroGPU reads the Gradio request from it to schedule a GPU.
+        future = analyses.submit(contextvars.copy_context().run, analyse, images, body_part, explain)
         try:
             return future.result(timeout=time_limit)
         except FutureTimeout:
@@ -75,24 +90,29 @@ def build_demo(
         except (InvalidImageError, ValueError) as err:
             raise gr.Error(str(err)) from None
 
-    def run_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
-        """Analyse the views of ONE study together (research use only; not a diagnosis).
+    def predict_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
+        """Screen ONE radiograph study (several views of one body part of one patient) for musculoskeletal
+        abnormality with a model trained on MURA-style upper-extremity radiographs (elbow, finger, forearm, hand,
+        humerus, shoulder, wrist). A research tool, not a diagnosis: never present its answer as a medical
+        finding. Read `warnings` first: "looks unlike the images this model was trained on" means the answer is
+        not reliable (another body region, a CT, MR or photo, or any real radiograph for the synthetic demo).
 
         Args:
-            files: one to 12 radiographs of the same study (PNG, JPEG or DICOM).
-            body_part: "auto" (the body-part head decides) or one of the seven MURA parts to force that head.
-            explain: whether to compute a Grad-CAM overlay for every view.
+            files: one to 12 radiographs of the same study (PNG, JPEG or DICOM files).
+            body_part: "auto" (the model names the part) or one of elbow, finger, forearm, hand, humerus, shoulder,
+                wrist to make that part's head decide.
+            explain: whether to compute a Grad-CAM overlay for every view (slower).
 
         Returns:
-            study_result: body part, part probabilities, which head decided, abnormality probability, threshold,
-                verdict, warnings, and the same for each view.
+            study_result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
+                unlike_training (above 1: unlike the training images) and the same for each view.
             views_and_gradcam_overlays: each view, then its overlay when explain is on.
-            verdict: the verdict in words, with any warnings.
-            body_part: the study's body-part probabilities.
+            verdict: the verdict in words, warnings first.
+            body_part_probabilities: the study's body-part probabilities.
         """
         paths = _paths(files)
         images = [_load(path) for path in paths]
-        result = _guarded(lambda: predictor.predict_study(images, body_part, explain=explain))
+        result = _guarded(images, body_part, explain)
         gallery = []
         for path, image, view in zip(paths, images, result.views):
             name = Path(path).name
@@ -102,26 +122,42 @@ def build_demo(
                 gallery.append((pictures.write(shown), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
         return result.to_dict(), gallery, _verdict(result), result.part_probs
 
-    def run_single(file, body_part: str, explain: bool):
-        """Analyse ONE radiograph (research use only; not a diagnosis).
+    def predict(file, body_part: str, explain: bool):
+        """Screen ONE upper-extremity radiograph for musculoskeletal abnormality with a model trained on
+        MURA-style radiographs (elbow, finger, forearm, hand, humerus, shoulder, wrist). A research tool, not a
+        diagnosis: never present its answer as a medical finding. Read `warnings` first: "looks unlike the images
+        this model was trained on" means the answer is not reliable.
 
         Args:
-            file: a radiograph (PNG, JPEG or DICOM).
-            body_part: "auto" (the body-part head decides) or one of the seven MURA parts to force that head.
-            explain: whether to compute the Grad-CAM overlay.
+            file: a radiograph (PNG, JPEG or DICOM file).
+            body_part: "auto" (the model names the part) or one of elbow, finger, forearm, hand, humerus, shoulder,
+                wrist to make that part's head decide.
+            explain: whether to compute the Grad-CAM overlay (slower).
 
         Returns:
-            result: body part, part probabilities, which head decided, abnormality probability, threshold,
-                verdict and warnings.
+            result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings and
+                unlike_training (above 1: unlike the training images).
             overlay: the Grad-CAM overlay as a PNG (the image itself when explain is off).
         """
         image = _load(_paths(file)[0])
-        result = _guarded(lambda: predictor.predict(image, body_part, explain=explain))
+        result = _guarded([image], body_part, explain).views[0]
         return result.to_dict(), pictures.write(overlay(image, result.heatmap) if result.heatmap is not None else image)
 
     with gr.Blocks(title="mura-mt: bone X-ray triage", analytics_enabled=False, delete_cache=(900, 900)) as demo:
         gr.Markdown("# mura-mt: bone X-ray triage with explanations")
         gr.Markdown(DISCLAIMER)
+        # The outputs exist before the examples (which need them to cache their answers) but show on the right.
+        verdict = gr.Markdown(label="verdict", elem_id="verdict", render=False)
+        part_probs = gr.Label(num_top_classes=3, label="Body part", elem_id="part-probs", render=False)
+        gallery = gr.Gallery(
+            label="Views and Grad-CAM overlays",
+            columns=2,
+            height="auto",
+            format="png",
+            elem_id="overlays",
+            render=False,
+        )
+        details = gr.JSON(label="study result", elem_id="details", render=False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
                 files = gr.File(
@@ -141,22 +177,28 @@ def build_demo(
                 explain = gr.Checkbox(value=True, label="Show Grad-CAM explanation", elem_id="explain")
                 run = gr.Button("Analyze", variant="primary", elem_id="analyze")
                 if examples:
+                    # Answered once at start-up, so a click on an example shows its result at once.
                     gr.Examples(
                         [[[path], "auto", True] for path in examples],
                         [files, part, explain],
+                        [details, gallery, verdict, part_probs],
+                        fn=predict_study,
+                        cache_examples=cache_examples,
+                        # ZeroGPU attaches a GPU to requests only, so there the first click fills the cache.
+                        cache_mode="lazy" if _on_zero_gpu() else "eager",
                         label="Examples (synthetic radiographs)",
+                        api_visibility="private",
+                        elem_id="examples",
                     )
             with gr.Column(scale=2, min_width=320):
-                verdict = gr.Markdown(label="verdict", elem_id="verdict")
-                part_probs = gr.Label(num_top_classes=3, label="Body part", elem_id="part-probs")
-                gallery = gr.Gallery(
-                    label="Views and Grad-CAM overlays", columns=2, height="auto", format="png", elem_id="overlays"
-                )
+                verdict.render()
+                part_probs.render()
+                gallery.render()
                 with gr.Accordion("Details (JSON)", open=False):
-                    details = gr.JSON(label="study result", elem_id="details")
+                    details.render()
         gr.Markdown(HOW_TO_READ)
         run.click(
-            run_study,
+            predict_study,
             [files, part, explain],
             [details, gallery, verdict, part_probs],
             api_name="predict_study",
@@ -169,13 +211,36 @@ def build_demo(
             single_json = gr.JSON(label="result")
             single_image = gr.Image(label="overlay", format="png", type="filepath")
             gr.Button().click(
-                run_single,
+                predict,
                 [single_file, single_part, single_explain],
                 [single_json, single_image],
                 api_name="predict",
                 concurrency_limit=concurrency,
             )
     return demo
+
+
+def on_gpu(analyse, time_limit: float):
+    """On a ZeroGPU Space, ``analyse`` runs inside ``@spaces.GPU`` (a GPU is attached for the call only; the
+    arguments and result travel to and from a GPU worker process); elsewhere, and where `spaces` is missing, it
+    is ``analyse`` itself (``spaces.GPU`` returns the function unchanged off ZeroGPU)."""
+    if spaces is None:
+        return analyse
+    return spaces.GPU(duration=max(1, int(time_limit)))(analyse)
+
+
+def resolve_device(requested: str) -> str:
+    """ "auto": CUDA on a ZeroGPU Space (the model moves there at start-up; ZeroGPU attaches a GPU per call) or
+    where a CUDA GPU is present; else the CPU."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if _on_zero_gpu() or torch.cuda.is_available() else "cpu"
+
+
+def _on_zero_gpu() -> bool:
+    return spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
 class _PictureFiles:
@@ -235,13 +300,14 @@ def _load(path: str):
 
 
 def _verdict(result: StudyPrediction) -> str:
+    """Warnings first: one that says the answer is not reliable must be read before the answer."""
     label = "ABNORMAL" if result.is_abnormal else "NORMAL"
     decided = "the predicted body part" if result.gated_by == "predicted" else "the body part you chose"
-    lines = [
+    lines = [f"> ⚠️ **{warning}**" for warning in result.warnings]
+    lines += [
         f"## {label}: abnormality probability {result.abnormal_prob:.2f} (threshold {result.threshold:.2f})",
         f"Decided by the **{result.body_part}** head, picked by {decided}; {len(result.views)} view(s).",
     ]
-    lines += [f"> ⚠️ {warning}" for warning in result.warnings]
     return "\n\n".join(lines)
 
 
@@ -303,6 +369,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=["auto", "fp32", "bf16"],
         help="auto: bf16 where the hardware has it natively (env MURA_MT_PRECISION)",
     )
+    parser.add_argument(
+        "--device",
+        default=os.environ.get("MURA_MT_DEVICE", "auto"),
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA where there is a GPU (a ZeroGPU Space included), else the CPU (env MURA_MT_DEVICE)",
+    )
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests run at once")
     parser.add_argument(
         "--time-limit",
@@ -311,14 +383,22 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds an analysis may take before the request gets an error (env MURA_MT_TIME_LIMIT)",
     )
     parser.add_argument("--auth-file", default=None, help="turn on login: one user:password a line")
+    parser.add_argument("--no-mcp", action="store_true", help="do not serve /predict and /predict_study as MCP tools")
     args = parser.parse_args(argv)
     try:
         credentials = load_credentials(args.auth_file, os.environ.get("MURA_MT_AUTH"))
     except AuthError as err:
         parser.error(str(err))
     checkpoint = resolve_checkpoint_arg(args.checkpoint)
-    predictor = Predictor.from_pretrained(checkpoint, precision=args.precision)
+    # Gradio's MCP route does not go through the login, so a protected app must not open it.
+    serve_mcp = not args.no_mcp and not credentials
+    if credentials and not args.no_mcp:
+        print("mura-mt: the MCP tools are off because a login is configured (the MCP route has no login).")
+    predictor = Predictor.from_pretrained(checkpoint, device=resolve_device(args.device), precision=args.precision)
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
+    # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
+    # for one checkpoint are never shown for another.
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="mura-mt-examples-"))
     demo = build_demo(predictor, examples, concurrency=args.concurrency, time_limit=args.time_limit)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=args.concurrency, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
@@ -331,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         share=False,
         strict_cors=True,
         enable_monitoring=False,
-        mcp_server=False,
+        mcp_server=serve_mcp,  # tools at /gradio_api/mcp/ (streamable HTTP) and /gradio_api/mcp/sse
         allowed_paths=[],
         blocked_paths=blocked,
         footer_links=["api"],

@@ -118,6 +118,7 @@ def _study_rows(study: str, views: list[tuple[str, PreparedImage]], result: Stud
             "study_abnormal_prob": result.abnormal_prob,
             "study_is_abnormal": result.is_abnormal,
             "gated_by": result.gated_by,
+            "unlike_training": view.unlike_training,
             "warnings": " | ".join(view.warnings),
             "error": "",
         }

@@ -89,6 +89,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate (and save resumable state) every N epochs, and after the last
     seed: int = 0
     calibrate: bool = True  # fit per-part Platt scaling and thresholds on the val split
+    ood_false_alarm_rate: float = 0.02  # share of val images the "unlike the training images" warning may flag
     log_with: str | None = None  # an Accelerate tracker name ("tensorboard", "wandb", ...) or none
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -81,6 +81,8 @@ machine-learning research on upper-extremity radiographs and for teaching; any c
 
 {_calibration_table(config.get("calibration", {}))}
 
+{_ood_text(config.get("ood", {}))}
+
 ## Known limitations
 
 {LIMITATIONS}
@@ -144,6 +146,17 @@ def _metrics_table(metrics: dict) -> str:
     if any(f"{k}_ci95" in gate.get("overall", {}) for k in keys):
         note += " Brackets: 95% bootstrap intervals over studies."
     return "\n".join([note, "", *lines, "", f"Body-part accuracy: {metrics.get('part_accuracy', float('nan')):.4f}."])
+
+
+def _ood_text(ood: dict) -> str:
+    if "thresholds" not in ood:
+        return "- Out-of-distribution warning: none (this checkpoint carries no statistics for it)."
+    return (
+        '- Out-of-distribution warning ("looks unlike the images this model was trained on"): the larger of the '
+        f"k-NN distance (k={ood['k']}, {ood['bank_size']} val images) of L2-normalised pooled features and the "
+        "Mahalanobis distance of the first two stages' channel statistics, each over its threshold; thresholds "
+        f"fitted so that {ood['val_false_alarm_rate']:.0%} of val images are flagged."
+    )
 
 
 def _calibration_table(calibration: dict) -> str:

@@ -28,7 +28,8 @@ from mura_mt.explain import gradcam_with_output, scale_to_unit
 from mura_mt.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
-from mura_mt.ood import FeatureDistance
+from mura_mt.ood import WARNING as UNLIKE_TRAINING
+from mura_mt.ood import OodFeatures, OutOfDistribution, StageStatistics
 from mura_mt.preprocessing import Geometry, eval_transform, unletterbox
 from mura_mt.serving import ServingConfig, resolve_precision
 
@@ -54,7 +55,9 @@ class Prediction:
     threshold: float
     is_abnormal: bool
     heatmap: np.ndarray | None = None  # [H, W] in [0, 1] on the ORIGINAL image, or None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the most serious first
+    # How unlike the training images (``ood``): above 1 warns; None when the checkpoint has no such score.
+    unlike_training: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the heatmap is left out)."""
@@ -86,7 +89,7 @@ class Predictor:
         model: MultiTaskNet,
         serving: ServingConfig,
         device: str | torch.device = "cpu",
-        ood: FeatureDistance | None = None,
+        ood: OutOfDistribution | None = None,
         precision: str = "fp32",
     ):
         self.device = torch.device(device)
@@ -98,6 +101,8 @@ class Predictor:
         self.prep = serving.preprocessing
         self.calibration = serving.calibration
         self.ood = ood
+        # The style statistics of the early stages are only collected when there is a score to feed.
+        self._stages = StageStatistics(self.model.backbone) if ood is not None else contextlib.nullcontext()
         self._lock = threading.Lock()
 
     @classmethod
@@ -107,7 +112,7 @@ class Predictor:
         """From a checkpoint folder or a Hugging Face Hub repo id (safetensors only)."""
         directory = resolve_checkpoint(path_or_hub_id)
         model, config = load_checkpoint(directory)
-        ood = FeatureDistance.from_tensors(load_extra_tensors(directory))
+        ood = OutOfDistribution.from_tensors(load_extra_tensors(directory))
         return cls(model, ServingConfig.from_checkpoint(config), device, ood, precision)
 
     def prepare(self, image: ImageSource | PreparedImage) -> PreparedImage:
@@ -155,7 +160,7 @@ class Predictor:
         study_of_view = np.repeat(np.arange(len(studies)), [len(views) for views in studies])
         x = torch.cat([p.x for p in flat]).to(self.device).contiguous(memory_format=self._memory_format)
         decide_part = _fixed_part(BODY_PARTS.index(given)) if given else _parts_by_study(study_of_view)
-        with self._lock, self._autocast():
+        with self._lock, self._autocast(), self._stages as stages:
             if explain:
                 maps, out, part_idx, features = gradcam_with_output(self.model, x, decide_part)
             else:
@@ -164,7 +169,10 @@ class Predictor:
                     out = self.model.heads(features)
                     part_idx = decide_part(out)
                 maps = None
-        ood_scores = self.ood.score(features.float().cpu()).numpy() if self.ood is not None else None
+            style = stages.features() if self.ood is not None else None
+        ood_scores = None
+        if self.ood is not None:
+            ood_scores = self.ood.score(OodFeatures(features.float().cpu(), style.cpu())).numpy()
         view_part = part_idx.cpu().numpy()
         part_of_study = np.zeros(len(studies), dtype=np.int64)
         part_of_study[study_of_view] = view_part
@@ -187,7 +195,8 @@ class Predictor:
                     threshold=float(decided.thresholds[s]),
                     is_abnormal=bool(decided.is_abnormal[s]),
                     heatmap=None,
-                    warnings=sorted({w for view in mine for w in view.warnings}),
+                    warnings=_most_serious_first(w for view in mine for w in view.warnings),
+                    unlike_training=max(v.unlike_training for v in mine) if ood_scores is not None else None,
                     views=mine,
                 )
             )
@@ -220,6 +229,7 @@ class Predictor:
             is_abnormal=view_prob > threshold,  # the rule applied to this view alone
             heatmap=heatmap,
             warnings=self._warnings(prepared.gray, part_probs, ood_scores, v, part, given),
+            unlike_training=float(ood_scores[v]) if ood_scores is not None else None,
         )
 
     def _warnings(
@@ -229,8 +239,8 @@ class Predictor:
         seen = int(part_probs.argmax())
         if float(np.asarray(gray).std()) < 2.0:  # all black, all white or constant: nothing to judge
             warnings.append("The image is almost uniform: it shows no radiograph content to judge.")
-        elif ood_scores is not None and ood_scores[v] > self.ood.threshold:
-            warnings.append("This may not be an upper-extremity radiograph: it looks unlike the training images.")
+        elif ood_scores is not None and ood_scores[v] > 1.0:
+            warnings.append(UNLIKE_TRAINING)
         if given and seen != part and part_probs[seen] >= self.serving.low_part_confidence:
             warnings.append(
                 f"You chose {BODY_PARTS[part]}, but the image looks like a {BODY_PARTS[seen]} ({part_probs[seen]:.0%})."
@@ -241,6 +251,12 @@ class Predictor:
                 "choose the body part to be sure the right head decides."
             )
         return warnings
+
+
+def _most_serious_first(warnings) -> list[str]:
+    """Each warning once, "unlike the training images" first: it says the rest of the answer is not to be trusted."""
+    unique = list(dict.fromkeys(warnings))
+    return sorted(unique, key=lambda w: w != UNLIKE_TRAINING)
 
 
 def _as_dict(probs: np.ndarray) -> dict[str, float]:

@@ -24,7 +24,7 @@ from mura_mt.data.prepare import SplitData
 from mura_mt.labels import PART_TO_IDX
 from mura_mt.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet
-from mura_mt.ood import fit_feature_distance
+from mura_mt.ood import OodFeatures, fit_out_of_distribution
 from mura_mt.preprocessing import Preprocessing
 
 VAL_SPLIT = "val (patient-grouped from the official train set)"
@@ -37,7 +37,7 @@ def export_best(
     val: SplitData,
     part_logits: np.ndarray,
     anomaly_logits: np.ndarray,
-    features: np.ndarray,
+    features: OodFeatures,
 ) -> Path:
     """Fit calibration, thresholds and the out-of-distribution score on val; export to OUTPUT_DIR/best."""
     table = val.table
@@ -50,15 +50,18 @@ def export_best(
     part_probs = torch.softmax(torch.from_numpy(part_logits).float(), dim=1).numpy()
     shipped, _ = compute_metrics(table, part_probs, anomaly_logits, calibration)
     raw, _ = compute_metrics(table, part_probs, anomaly_logits, Calibration())
-    ood = fit_feature_distance(torch.from_numpy(features), torch.tensor(parts), quantile=0.99)
+    ood = fit_out_of_distribution(features, table["study_id"].to_numpy(), cfg.train.ood_false_alarm_rate)
     meta = {
         "model": config_to_dict(cfg)["model"],
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std)},
         "calibration": calibration.to_dict(),
         "ood": {
-            "score": "feature_distance",
-            "threshold": ood.threshold,
-            "val_quantile": 0.99,
+            "score": "max(k-NN distance of normalised pooled features, Mahalanobis distance of early-stage "
+            "statistics) over their thresholds; above 1 warns",
+            "k": ood.k,
+            "bank_size": len(ood.bank),
+            "thresholds": {"knn": float(ood.thresholds[0]), "style": float(ood.thresholds[1])},
+            "val_false_alarm_rate": ood.false_alarm_rate,
             "low_part_confidence": 0.6,
         },
         "metrics": {

@@ -30,6 +30,7 @@ from mura_mt.data.prepare import SplitData, prepare_data
 from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.metrics import compute_metrics
 from mura_mt.model import build_model
+from mura_mt.ood import OodFeatures, StageStatistics
 from mura_mt.preprocessing import Preprocessing, normalize, resolve_preprocessing
 from mura_mt.release import export_best
 from mura_mt.state import latest_state, save_state
@@ -182,31 +183,39 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def predict_loader(model, loader, accelerator: Accelerator, prep: Preprocessing) -> tuple[np.ndarray, ...]:
-    """(part_logits [N, 7], anomaly_logits [N, 7], pooled features [N, F]) in dataset order, on all ranks."""
+    """(part_logits [N, 7], anomaly_logits [N, 7], pooled features [N, F], style features [N, D]) in dataset
+    order, on all ranks; the features feed the out-of-distribution score."""
     model.eval()
     net = accelerator.unwrap_model(model)  # no gradients here, so DDP's wrapper adds nothing
-    stores: tuple[list, ...] = ([], [], [], [])
-    for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
-        with accelerator.autocast():
-            features = net.backbone(normalize(batch["image"], prep))
-            out = net.heads(features)
-        gathered = accelerator.gather_for_metrics(
-            (out.part_logits.float(), out.anomaly_logits.float(), features.float(), batch["index"])
-        )
-        for store, value in zip(stores, gathered):
-            store.append(value.cpu())
-    order = torch.cat(stores[3]).argsort()
-    return tuple(torch.cat(store)[order].numpy() for store in stores[:3])
+    stores: tuple[list, ...] = ([], [], [], [], [])
+    with StageStatistics(net.backbone) as stages:
+        for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
+            with accelerator.autocast():
+                features = net.backbone(normalize(batch["image"], prep))
+                out = net.heads(features)
+            gathered = accelerator.gather_for_metrics(
+                (
+                    out.part_logits.float(),
+                    out.anomaly_logits.float(),
+                    features.float(),
+                    stages.features(),
+                    batch["index"],
+                )
+            )
+            for store, value in zip(stores, gathered):
+                store.append(value.cpu())
+    order = torch.cat(stores[-1]).argsort()
+    return tuple(torch.cat(store)[order].numpy() for store in stores[:-1])
 
 
 def evaluate(model, loader, accelerator: Accelerator, prep: Preprocessing, table, calibration: Calibration):
-    """Metrics of both gates on ``table``; returns (metrics, part_logits, anomaly_logits, features)."""
-    part_logits, anomaly_logits, features = predict_loader(model, loader, accelerator, prep)
+    """Metrics of both gates on ``table``; returns (metrics, part_logits, anomaly_logits, OodFeatures)."""
+    part_logits, anomaly_logits, pooled, style = predict_loader(model, loader, accelerator, prep)
     if not (np.isfinite(part_logits).all() and np.isfinite(anomaly_logits).all()):
         raise FloatingPointError("the model produced non-finite outputs on the val split; lower train.lr")
     part_probs = torch.softmax(torch.from_numpy(part_logits), dim=1).numpy()
     metrics, _ = compute_metrics(table, part_probs, anomaly_logits, calibration)
-    return metrics, part_logits, anomaly_logits, features
+    return metrics, part_logits, anomaly_logits, OodFeatures(torch.from_numpy(pooled), torch.from_numpy(style))
 
 
 def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:

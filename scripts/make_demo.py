@@ -30,7 +30,8 @@ CARD = """# mura-mt demo checkpoint
 
 **Demo weights trained on SYNTHETIC radiographs. Not a medical device; not for diagnosis.** They exist so that the
 app, the API and the tests run out of the box. Real weights come from training on MURA-v1.1
-(`accelerate launch scripts/train.py --config configs/mura.yaml data.root=...`).
+(`accelerate launch scripts/train.py --config configs/mura.yaml data.root=...`). Every real radiograph is unlike
+these training images, and the app says so above the verdict: read the demo's verdicts on real images as noise.
 
 - Architecture: {backbone} shared by a 7-way body-part head and seven anomaly heads; {size} px letterboxed input.
 - Training data: `scripts/make_synthetic_mura.py` (procedural anatomies with fractures, hardware and lytic spots).

@@ -93,9 +93,12 @@ def sample_images(synthetic_root):
 
 
 @contextlib.contextmanager
-def running_app(log, extra_env: dict[str, str] | None = None, *args: str) -> Iterator[tuple[str, int]]:
+def running_app(
+    log, extra_env: dict[str, str] | None = None, *args: str, python: str = sys.executable
+) -> Iterator[tuple[str, int]]:
     """`python app.py` as the README says (bundled demo checkpoint unless ``args`` say otherwise), on a free
-    loopback port; yields (URL, pid) once the page answers, stops the process group afterwards."""
+    loopback port; yields (URL, pid) once the page answers, stops the process group afterwards. ``python``: the
+    interpreter (another virtual environment's, say)."""
     import httpx
 
     port = free_port()
@@ -104,7 +107,7 @@ def running_app(log, extra_env: dict[str, str] | None = None, *args: str) -> Ite
         env.pop("MURA_MT_CHECKPOINT", None)
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), *args],
+        [python, "app.py", "--port", str(port), *args],
         cwd=REPO,
         env=env,
         stdout=log,

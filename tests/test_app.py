@@ -148,6 +148,31 @@ def test_browser_upload_click_verdict_and_overlay(server, sample_images):
 
 
 @pytest.mark.slow
+def test_browser_example_answers_on_click_and_warnings_stand_above_the_verdict(server):
+    """The examples were answered at start-up: a click shows the verdict without pressing Analyze. A real
+    radiograph (the demo knows only synthetic ones) gets the "unlike the training images" warning, above the
+    verdict."""
+    from pydicom.data import get_testdata_file
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server, wait_until="networkidle")
+        page.locator("#examples tbody tr").first.click()
+        page.wait_for_selector("#verdict h2", timeout=15_000)
+        assert re.search(r"(ABNORMAL|NORMAL): abnormality probability", page.inner_text("#verdict"))
+        page.set_input_files("#upload input[type=file]", get_testdata_file("RG3_UNCR.dcm"))
+        page.wait_for_timeout(500)
+        page.click("#analyze")
+        page.wait_for_function(
+            "document.querySelector('#verdict').innerText.includes('unlike the images')", timeout=60_000
+        )
+        text = page.inner_text("#verdict")
+        assert text.index("unlike the images this model was trained on") < text.index("abnormality probability")
+        page.screenshot(path=str(ARTIFACTS / "app-warning.png"), full_page=True)
+        page.close()
+
+
+@pytest.mark.slow
 def test_dicom_upload_through_the_api(client):
     from gradio_client import handle_file
     from pydicom.data import get_testdata_file

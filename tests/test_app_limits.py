@@ -59,6 +59,7 @@ def test_login_guards_page_and_api_and_never_logs_passwords(tmp_path, sample_ima
     ):
         assert httpx.get(url + "config", timeout=10).status_code == 401  # the page's data needs a login
         assert httpx.get(url + "gradio_api/info", timeout=10).status_code == 401
+        assert httpx.get(url + "gradio_api/mcp/", timeout=10).status_code in (401, 404)  # MCP stays closed
         with pytest.raises(Exception):
             Client(url, verbose=False).predict(handle_file(sample_images["single"]), "auto", False, api_name="/predict")
         with pytest.raises(Exception):

@@ -44,5 +44,5 @@ def test_spaces_requirements_match_the_package_pins():
     ]
     assert listed == pinned
     front_matter = (REPO / "README.md").read_text().split("---")[1]
-    gradio_pin = next(p for p in pinned if p.startswith("gradio=="))
+    gradio_pin = next(p for p in pinned if p.startswith("gradio[mcp]=="))
     assert f"sdk_version: {gradio_pin.split('==')[1]}" in front_matter

@@ -1,39 +1,86 @@
-"""The 'not an upper-extremity radiograph' score and the blank-image warning."""
+"""The "unlike the training images" score, the blank-image warning and where the app shows them."""
 
 import json
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from mura_mt import Predictor
-from mura_mt.ood import FeatureDistance, fit_feature_distance
+from mura_mt.bench.ood import public_images
+from mura_mt.model import MultiTaskNet
+from mura_mt.ood import WARNING, OodFeatures, OutOfDistribution, StageStatistics, fit_out_of_distribution
 from tests.conftest import REPO
 
 
-def test_feature_distance_flags_far_points_and_keeps_the_quantile():
-    torch.manual_seed(0)
-    parts = torch.arange(700) % 7
-    centres = torch.randn(7, 32) * 5
-    features = centres[parts] + torch.randn(700, 32)
-    ood = fit_feature_distance(features, parts, quantile=0.95)
-    inside = (ood.score(features) <= ood.threshold).float().mean()
-    assert 0.94 <= float(inside) <= 0.96
-    near = centres[3] + torch.randn(50, 32)
-    far = torch.randn(50, 32) * 5 + 40
-    assert (ood.score(near) <= ood.threshold).float().mean() > 0.85
-    assert (ood.score(far) > ood.threshold).all()
-    again = FeatureDistance.from_tensors(ood.to_tensors())
-    assert torch.equal(again.means, ood.means) and again.threshold == pytest.approx(ood.threshold)
+def _clusters(n_studies: int, views: int, seed: int, shift: float = 0.0) -> tuple[OodFeatures, np.ndarray]:
+    """Studies whose views are near-copies of each other, around seven directions (like seven body parts)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(7, 64, generator=torch.Generator().manual_seed(0)) * 3
+    study = centres[torch.arange(n_studies) % 7] + torch.randn(n_studies, 64, generator=g)
+    pooled = study.repeat_interleave(views, 0) + 0.01 * torch.randn(n_studies * views, 64, generator=g)
+    style = torch.randn(n_studies * views, 16, generator=g) + shift
+    return OodFeatures(pooled + shift, style), np.repeat(np.arange(n_studies), views)
 
 
-def test_export_carries_the_score(trained_run):
+def test_thresholds_flag_the_stated_share_of_val_and_unseen_studies_alike():
+    val, studies = _clusters(300, 3, seed=1)
+    ood = fit_out_of_distribution(val, studies, false_alarm_rate=0.05)
+    # Fitting left each image's own study out of its neighbours: the views of a study are near-copies, so with
+    # them in, every val distance would be ~0 and the threshold would flag nearly every new study.
+    assert float(ood.thresholds[0]) > 0.1
+    fresh, _ = _clusters(300, 3, seed=2)
+    flagged = float((ood.score(fresh) > 1).float().mean())
+    assert 0.01 <= flagged <= 0.12, flagged
+    far, _ = _clusters(30, 1, seed=3, shift=6.0)
+    assert bool((ood.score(far) > 1).all())
+    again = OutOfDistribution.from_tensors(ood.to_tensors())
+    assert again.k == ood.k and torch.allclose(again.score(fresh), ood.score(fresh), rtol=1e-3)
+
+
+def test_a_style_outlier_alone_is_flagged():
+    val, studies = _clusters(200, 2, seed=1)
+    ood = fit_out_of_distribution(val, studies)
+    fresh, _ = _clusters(50, 1, seed=4)
+    odd_texture = OodFeatures(fresh.pooled, fresh.style * 4)  # familiar content, unfamiliar low-level statistics
+    assert float((ood.score(fresh) > 1).float().mean()) < 0.1
+    assert float((ood.score(odd_texture) > 1).float().mean()) > 0.9
+
+
+def test_fit_rejects_what_it_cannot_fit():
+    val, studies = _clusters(20, 2, seed=1)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        fit_out_of_distribution(val, studies, false_alarm_rate=0.0)
+    with pytest.raises(ValueError, match="own study"):
+        fit_out_of_distribution(val, np.zeros(len(studies)))
+
+
+def test_stage_statistics_see_both_forwards_and_leave_no_hooks():
+    model = MultiTaskNet("resnet18").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with StageStatistics(model.backbone) as stages:
+        with torch.no_grad():
+            model.backbone(x)
+        plain = stages.features()
+        model.backbone(x.requires_grad_(True)).sum().backward()
+        with_grad = stages.features()
+    assert plain.shape == (2, 2 * (64 + 128)) and not with_grad.requires_grad
+    assert torch.allclose(plain, with_grad, atol=1e-5)
+    assert all(not module._forward_hooks for module in stages.modules)
+
+
+def test_export_carries_the_score_and_explanations_do_not_change_it(trained_run):
     predictor = Predictor.from_pretrained(trained_run / "best")
     config = json.loads((trained_run / "best/config.json").read_text())
     assert predictor.ood is not None
-    assert predictor.ood.threshold == pytest.approx(config["ood"]["threshold"], rel=1e-6)
-    assert predictor.ood.means.shape == (7, predictor.model.backbone.num_features)
+    assert float(predictor.ood.thresholds[1]) == pytest.approx(config["ood"]["thresholds"]["style"], rel=1e-6)
+    assert predictor.ood.bank.shape[1] == predictor.model.backbone.num_features
+    image = np.random.default_rng(0).integers(0, 256, (200, 160), dtype=np.uint8)
+    plain, explained = predictor.predict(image), predictor.predict(image, explain=True)
+    assert plain.unlike_training == pytest.approx(explained.unlike_training, rel=1e-4)
 
 
 def test_blank_images_are_flagged(trained_run):
@@ -43,15 +90,29 @@ def test_blank_images_are_flagged(trained_run):
         assert any("almost uniform" in w for w in warnings)
 
 
-def test_demo_model_flags_images_unlike_its_training_data(synthetic_root):
-    """The bundled demo checkpoint: a lower-leg CR and noise are flagged; synthetic upper extremities mostly not."""
-    from pydicom.data import get_testdata_file
-
+def test_demo_warns_on_real_images_and_rarely_on_fresh_synthetic_views(tmp_path):
+    """The bundled demo (trained on synthetic images): real images are unlike its training data (radiographs, a
+    photo, CT, MR, ultrasound) and warned; views from a generator seed it never saw mostly are not."""
     from mura_mt.data import read_mura_index
+    from mura_mt.data.synthetic import make_synthetic_mura
 
     predictor = Predictor.from_pretrained(REPO / "checkpoints/demo")
-    flagged = lambda source: any("not be an upper-extremity" in w for w in predictor.predict(source).warnings)  # noqa: E731
-    assert flagged(get_testdata_file("RG3_UNCR.dcm"))
-    assert flagged(np.random.default_rng(0).integers(0, 256, (300, 400), dtype=np.uint8))
-    paths = read_mura_index(synthetic_root, "valid")["path"]
-    assert np.mean([flagged(p) for p in paths]) <= 0.1
+    # Bone scintigraphy is left out: the demo scores it 0.8 (measured; docs/reliability.md), under the line.
+    must_warn = {name: path for name, path in public_images().items() if not name.startswith("bone scintigraphy")}
+    missed = [name for name, path in must_warn.items() if WARNING not in predictor.predict(path).warnings]
+    assert not missed
+    make_synthetic_mura(tmp_path, studies_per_part=6, valid_studies_per_part=6, seed=20261129)
+    paths = [p for split in ("train", "valid") for p in read_mura_index(tmp_path, split)["path"]]
+    warned = np.mean([WARNING in view.warnings for view in predictor.predict_batch(paths)])
+    assert warned <= 0.05, f"{warned:.1%} of fresh synthetic views warned"
+
+
+def test_the_warning_stands_above_the_verdict():
+    from app import _verdict
+
+    predictor = Predictor.from_pretrained(REPO / "checkpoints/demo")
+    photo = Path(matplotlib.get_data_path()) / "sample_data/grace_hopper.jpg"
+    result = predictor.predict_study([photo])
+    text = _verdict(result)
+    assert result.warnings and result.warnings[0] in text
+    assert text.index(result.warnings[0]) < text.index("abnormality probability")

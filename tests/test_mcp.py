@@ -1,0 +1,47 @@
+"""`python app.py` is also an MCP server: a real `mcp` client over loopback lists and calls its tools."""
+
+import asyncio
+import base64
+import json
+
+import pytest
+
+from tests.conftest import REPO, running_app
+
+pytestmark = pytest.mark.slow
+
+
+async def _session(url: str, work):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with streamable_http_client(f"{url}gradio_api/mcp/") as (read, write, _):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            return await work(session)
+
+
+def test_an_mcp_client_lists_the_tools_and_screens_a_radiograph(tmp_path):
+    example = REPO / "examples/synthetic_wrist_abnormal.png"
+    data_url = "data:image/png;base64," + base64.b64encode(example.read_bytes()).decode()
+
+    async def work(session):
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        called = await session.call_tool("predict", {"file": data_url, "body_part": "auto", "explain": True})
+        return tools, called
+
+    with open(tmp_path / "app.log", "w") as log, running_app(log) as (url, _):
+        tools, called = asyncio.run(_session(url, work))
+
+    assert {"predict", "predict_study"} <= set(tools)
+    for name in ("predict", "predict_study"):
+        description = tools[name].description
+        assert "not a diagnosis" in description and "unlike the images this model was trained on" in description
+        assert {"body_part", "explain"} <= set(tools[name].inputSchema["properties"])
+    assert not called.isError, called.content
+    texts = [item.text for item in called.content if item.type == "text"]
+    result = json.loads(texts[0])
+    assert result["body_part"] == "wrist" and 0.0 <= result["abnormal_prob"] <= 1.0
+    assert result["is_abnormal"] and result["unlike_training"] < 1.0 and result["warnings"] == []
+    # The overlay comes back as a picture the agent can look at.
+    assert any(item.type == "image" for item in called.content)
