@@ -160,6 +160,7 @@ def test_browser_example_answers_on_click_and_warnings_stand_above_the_verdict(s
         page.locator("#examples tbody tr").first.click()
         page.wait_for_selector("#verdict h2", timeout=15_000)
         assert re.search(r"(ABNORMAL|NORMAL): abnormality probability", page.inner_text("#verdict"))
+        page.goto(server, wait_until="networkidle")  # a fresh page: the real radiograph alone
         page.set_input_files("#upload input[type=file]", get_testdata_file("RG3_UNCR.dcm"))
         page.wait_for_timeout(500)
         page.click("#analyze")

@@ -153,3 +153,19 @@ def test_cancelled_requests_give_their_queue_slots_back(trained_run, sample_imag
             assert httpx.post(url + "gradio_api/cancel", json=cancel, timeout=30).status_code == 200
         _, admitted = join()
         assert admitted.status_code == 200, admitted.text
+
+
+def test_device_follows_zero_gpu_and_cuda(monkeypatch):
+    import torch
+
+    import app
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert app.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert app.resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # a ZeroGPU Space: the model goes to CUDA at start-up
+    assert app.resolve_device("auto") == ("cuda" if app.spaces is not None else "cpu")
+    analyse = lambda images, part, explain: (images, part, explain)  # noqa: E731
+    if app.spaces is not None:
+        monkeypatch.delenv("SPACES_ZERO_GPU")
+        assert app.on_gpu(analyse, 60) is analyse  # off ZeroGPU, spaces.GPU hands the function back unchanged

@@ -1,9 +1,10 @@
 """`python app.py` is also an MCP server: a real `mcp` client over loopback lists and calls its tools."""
 
+import ast
 import asyncio
 import base64
-import json
 
+import httpx
 import pytest
 
 from tests.conftest import REPO, running_app
@@ -32,16 +33,15 @@ def test_an_mcp_client_lists_the_tools_and_screens_a_radiograph(tmp_path):
 
     with open(tmp_path / "app.log", "w") as log, running_app(log) as (url, _):
         tools, called = asyncio.run(_session(url, work))
-
-    assert {"predict", "predict_study"} <= set(tools)
-    for name in ("predict", "predict_study"):
-        description = tools[name].description
-        assert "not a diagnosis" in description and "unlike the images this model was trained on" in description
-        assert {"body_part", "explain"} <= set(tools[name].inputSchema["properties"])
-    assert not called.isError, called.content
-    texts = [item.text for item in called.content if item.type == "text"]
-    result = json.loads(texts[0])
+        assert {"predict", "predict_study"} <= set(tools)
+        for name in ("predict", "predict_study"):
+            description = tools[name].description
+            assert "not a diagnosis" in description and "unlike the images this model was trained on" in description
+            assert {"body_part", "explain"} <= set(tools[name].inputSchema["properties"])
+        assert not called.isError, called.content
+        # Gradio returns a multi-output tool's answer as one text: a Python literal of [result, overlay file].
+        result, overlay = ast.literal_eval(called.content[0].text)
+        picture = httpx.get(overlay["url"], timeout=30)  # the overlay is served while the app runs
     assert result["body_part"] == "wrist" and 0.0 <= result["abnormal_prob"] <= 1.0
     assert result["is_abnormal"] and result["unlike_training"] < 1.0 and result["warnings"] == []
-    # The overlay comes back as a picture the agent can look at.
-    assert any(item.type == "image" for item in called.content)
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")

@@ -71,6 +71,7 @@ def measure_warnings(predictor: Predictor, fresh_paths: list[str]) -> dict:
         "radiograph_files": len(radiographs),
         "radiograph_views_warned": warned(views),
         "radiograph_views": len(views),
+        "radiograph_views_lowest_score": min(p.unlike_training for p in views),
         "fresh_synthetic_warned": warned(fresh),
         "fresh_synthetic_views": len(fresh),
         "fresh_synthetic_score_p50_p95_max": np.percentile([p.unlike_training for p in fresh], [50, 95, 100]).tolist(),
