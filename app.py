@@ -394,7 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     serve_mcp = not args.no_mcp and not credentials
     if credentials and not args.no_mcp:
         print("mura-mt: the MCP tools are off because a login is configured (the MCP route has no login).")
-    predictor = Predictor.from_pretrained(checkpoint, device=resolve_device(args.device), precision=args.precision)
+    precision = args.precision
+    if precision == "auto" and _on_zero_gpu():
+        # ZeroGPU's cards (H200 slices) compute bf16 natively, and CUDA cannot be queried outside @spaces.GPU.
+        precision = "bf16"
+    predictor = Predictor.from_pretrained(checkpoint, device=resolve_device(args.device), precision=precision)
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
     # for one checkpoint are never shown for another.
