@@ -41,7 +41,8 @@ def export(
     """Write ``directory`` atomically. ``meta`` must hold ``model`` (backbone name) and ``preprocessing``.
 
     ``extra_tensors`` (e.g. the out-of-distribution statistics, keys with a ``name.`` prefix that no model
-    parameter uses) are stored in float32 in the same safetensors file, so the hash covers them too.
+    parameter uses) are stored in their own dtype (``dtype`` is for the weights only) in the same safetensors
+    file, so the hash covers them too.
     """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
@@ -51,7 +52,7 @@ def export(
     for key, value in (extra_tensors or {}).items():
         if key in state:
             raise ValueError(f"extra tensor {key!r} would overwrite a model parameter")
-        state[key] = value.detach().float().contiguous().cpu()
+        state[key] = value.detach().contiguous().cpu()
     save_file(state, tmp / WEIGHTS_NAME)
     config = {
         "format_version": FORMAT_VERSION,
@@ -116,8 +117,9 @@ def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str,
 
 
 def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The non-parameter tensors of a checkpoint folder (call after ``load_checkpoint`` has verified its hash)."""
-    return {k: v.float() for k, v in load_file(Path(directory) / WEIGHTS_NAME).items() if k.startswith(EXTRA_PREFIXES)}
+    """The non-parameter tensors of a checkpoint folder, in their stored dtype (call after ``load_checkpoint`` has
+    verified its hash)."""
+    return {k: v for k, v in load_file(Path(directory) / WEIGHTS_NAME).items() if k.startswith(EXTRA_PREFIXES)}
 
 
 def _sha256(path: Path) -> str:

@@ -12,8 +12,9 @@ diagonal-Mahalanobis scores 6.0, 3.9 and 3.2 lay under the val threshold 6.7). T
 
 Each distance is divided by its own threshold and the score is the larger ratio: above 1 the image is unlike the
 training images. The thresholds are one common quantile of the two val distances, chosen so that a stated share of
-val images (``false_alarm_rate``) is flagged; a val image never counts its own study's views as neighbours, as
-a new patient's image would have none. Bank, mean, precision and thresholds travel with the weights. Knows
+val images (``false_alarm_rate``) is flagged. The val distances are those a NEW study would get: a val image never
+counts its own study's views as neighbours, and its style distance comes from a covariance fitted without its study
+(5 folds by study). Bank, mean, precision and thresholds travel with the weights. Knows
 nothing about files, Gradio or training.
 """
 

@@ -12,6 +12,7 @@ several threads: decoding and assembling run in the caller's thread, only the mo
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from mura_mt.ood import WARNING as UNLIKE_TRAINING
 from mura_mt.ood import OodFeatures, OutOfDistribution, StageStatistics
 from mura_mt.preprocessing import Geometry, eval_transform, unletterbox
 from mura_mt.serving import ServingConfig, resolve_precision
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ class Predictor:
         directory = resolve_checkpoint(path_or_hub_id)
         model, config = load_checkpoint(directory)
         ood = OutOfDistribution.from_tensors(load_extra_tensors(directory))
+        if ood is None:
+            logger.warning(
+                f"{path_or_hub_id} carries no statistics for the 'unlike the training images' warning (exported "
+                "before it existed?); answers on foreign images will not be flagged. Re-train or re-export it."
+            )
         return cls(model, ServingConfig.from_checkpoint(config), device, ood, precision)
 
     def prepare(self, image: ImageSource | PreparedImage) -> PreparedImage:

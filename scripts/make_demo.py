@@ -24,6 +24,7 @@ from mura_mt.data import read_mura_index
 from mura_mt.data.index import find_mura_dir
 from mura_mt.evaluation import evaluate_checkpoint
 from mura_mt.metrics import format_table
+from mura_mt.ood import OutOfDistribution
 from mura_mt.predictor import Predictor
 
 CARD = """# mura-mt demo checkpoint
@@ -59,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     meta = {
         k: v for k, v in config.items() if k not in ("format_version", "body_parts", "weights_sha256", "weights_dtype")
     }
-    extras = load_extra_tensors(Path(args.run) / "best")  # the out-of-distribution statistics stay float32
-    out = export(args.out, model, meta, dtype=torch.float16, extra_tensors=extras)
+    # The out-of-distribution statistics keep their own precision (the bank half, the covariance float32).
+    ood = OutOfDistribution.from_tensors(load_extra_tensors(Path(args.run) / "best"))
+    out = export(args.out, model, meta, dtype=torch.float16, extra_tensors=ood.to_tensors() if ood else None)
     table = read_mura_index(args.data_root, "valid")
     metrics, _ = evaluate_checkpoint(Predictor.from_pretrained(out), table)
     (out / "metrics.json").write_text(json.dumps({"split": "synthetic valid", **metrics}, indent=2))

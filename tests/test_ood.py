@@ -116,3 +116,16 @@ def test_the_warning_stands_above_the_verdict():
     text = _verdict(result)
     assert result.warnings and result.warnings[0] in text
     assert text.index(result.warnings[0]) < text.index("abnormality probability")
+
+
+def test_a_checkpoint_without_the_statistics_still_serves_and_says_so(trained_run, tmp_path, caplog):
+    from mura_mt.checkpoint import export, load_checkpoint
+
+    model, config = load_checkpoint(trained_run / "best")
+    meta = {k: v for k, v in config.items() if k not in ("format_version", "body_parts", "weights_sha256")}
+    export(tmp_path / "old", model, meta)  # as exported before the score existed: no ood.* tensors
+    with caplog.at_level("WARNING", logger="mura_mt.predictor"):
+        predictor = Predictor.from_pretrained(tmp_path / "old")
+    assert predictor.ood is None and "no statistics" in caplog.text
+    result = predictor.predict(np.full((64, 64), 128, dtype=np.uint8) + np.eye(64, dtype=np.uint8) * 50)
+    assert result.unlike_training is None and WARNING not in result.warnings
