@@ -50,7 +50,9 @@ def export_best(
     part_probs = torch.softmax(torch.from_numpy(part_logits).float(), dim=1).numpy()
     shipped, _ = compute_metrics(table, part_probs, anomaly_logits, calibration)
     raw, _ = compute_metrics(table, part_probs, anomaly_logits, Calibration())
-    ood = fit_out_of_distribution(features, table["study_id"].to_numpy(), cfg.train.ood_false_alarm_rate)
+    ood = fit_out_of_distribution(
+        features, table["study_id"].to_numpy(), cfg.train.ood_false_alarm_rate, max_bank=cfg.train.ood_bank_size
+    )
     meta = {
         "model": config_to_dict(cfg)["model"],
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std)},

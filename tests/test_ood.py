@@ -129,3 +129,13 @@ def test_a_checkpoint_without_the_statistics_still_serves_and_says_so(trained_ru
     assert predictor.ood is None and "no statistics" in caplog.text
     result = predictor.predict(np.full((64, 64), 128, dtype=np.uint8) + np.eye(64, dtype=np.uint8) * 50)
     assert result.unlike_training is None and WARNING not in result.warnings
+
+
+def test_channel_statistics_equal_mean_and_std_in_any_layout():
+    from mura_mt.ood import channel_mean_std
+
+    maps = torch.relu(torch.randn(3, 16, 20, 24, generator=torch.Generator().manual_seed(0)) * 2 + 1)
+    expected = torch.cat([maps.mean(dim=(2, 3)), maps.std(dim=(2, 3))], dim=1)
+    assert torch.allclose(channel_mean_std(maps), expected, atol=1e-5)
+    assert torch.allclose(channel_mean_std(maps.to(memory_format=torch.channels_last)), expected, atol=1e-5)
+    assert torch.allclose(channel_mean_std(maps.bfloat16()), expected, atol=0.05)
