@@ -90,9 +90,7 @@ class TrainConfig:
     seed: int = 0
     calibrate: bool = True  # fit per-part Platt scaling and thresholds on the val split
     ood_false_alarm_rate: float = 0.02  # share of val images the "unlike the training images" warning may flag
-    ood_bank_size: int = (
-        4096  # val images kept for the k-NN distance (serving reads them all: ~0.5 ms at 4,096 on a CPU)
-    )
+    ood_bank_size: int = 4096  # val images kept for the k-NN distance; serving reads them all per call
     log_with: str | None = None  # an Accelerate tracker name ("tensorboard", "wandb", ...) or none
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -95,18 +95,25 @@ class OutOfDistribution:
     k: int
     false_alarm_rate: float  # share of val images above 1 when fitted
 
-    def distances(self, features: OodFeatures, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """[N, 2]: (k-th nearest-neighbour distance, Mahalanobis distance). ``exclude`` [N, M] masks neighbours."""
-        pooled = nn.functional.normalize(features.pooled.float(), dim=1)
+    def distances(self, features: OodFeatures) -> torch.Tensor:
+        """[N, 2]: (k-th nearest-neighbour distance, Mahalanobis distance)."""
+        return torch.stack([self.knn_distance(features.pooled), self.style_distance(features.style)], dim=1)
+
+    def knn_distance(self, pooled: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """[N]: distance of the normalised ``pooled`` [N, F] to the k-th nearest bank image; ``exclude`` [N, M]
+        masks bank images that may not count as neighbours."""
+        pooled = nn.functional.normalize(pooled.float(), dim=1)
         # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b as one matrix product: 4x faster than cdist for a single image.
         squared = self._bank_squared_norms[None] + pooled.pow(2).sum(1, keepdim=True) - 2 * pooled @ self.bank.T
         near = squared.clamp_min(0).sqrt()
         if exclude is not None:
             near = near.masked_fill(exclude, float("inf"))
-        knn = near.topk(self.k, dim=1, largest=False).values[:, -1]
-        centred = features.style.float() - self.style_mean
-        maha = ((centred @ self.style_precision) * centred).sum(dim=1).clamp_min(0).sqrt()
-        return torch.stack([knn, maha], dim=1)
+        return near.topk(self.k, dim=1, largest=False).values[:, -1]
+
+    def style_distance(self, style: torch.Tensor) -> torch.Tensor:
+        """[N]: Mahalanobis distance of the style features [N, D]."""
+        centred = style.float() - self.style_mean
+        return ((centred @ self.style_precision) * centred).sum(dim=1).clamp_min(0).sqrt()
 
     @functools.cached_property
     def _bank_squared_norms(self) -> torch.Tensor:
@@ -174,10 +181,10 @@ def fit_out_of_distribution(
     )
     codes = np.unique(np.asarray(study_ids), return_inverse=True)[1]
     same_study = torch.from_numpy(codes[:, None] == codes[None, chosen])
-    val = fitted.distances(features, exclude=same_study)  # [N, 2]
-    if not torch.isfinite(val).all():
+    knn = fitted.knn_distance(features.pooled, exclude=same_study)
+    if not torch.isfinite(knn).all():
         raise ValueError("every val image's neighbours come from its own study; the val split needs more studies")
-    val[:, 1] = _out_of_fold_mahalanobis(style, codes, seed)
+    val = torch.stack([knn, _out_of_fold_mahalanobis(style, codes, seed)], dim=1)  # [N, 2]
     thresholds = _union_quantile(val, false_alarm_rate)
     return OutOfDistribution(fitted.bank, fitted.style_mean, fitted.style_precision, thresholds, k, false_alarm_rate)
 
