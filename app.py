@@ -3,10 +3,11 @@
 `build_demo(predictor)` holds layout and callbacks only: files go to the Predictor as paths (decoded by the
 project's own loader, never by gr.Image), and its Prediction is mapped to widgets. The app never touches
 tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
-[--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp]; env MURA_MT_CHECKPOINT does the same
-as --checkpoint, and MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page
-and API alike. The two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a
-ZeroGPU Space each analysis runs inside ``@spaces.GPU``.
+[--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp];
+env MURA_MT_CHECKPOINT does the same as --checkpoint, MURA_MT_RUNTIME as --runtime, and
+MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page and API alike. The
+two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a ZeroGPU Space each
+analysis runs inside ``@spaces.GPU``.
 
 Several requests run at once (``concurrency``, default twice the cores): decoding, overlay
 drawing and PNG encoding of one request overlap with another's model call; the Predictor serialises only the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import hmac
+import logging
 import os
 import tempfile
 import threading
@@ -370,6 +372,12 @@ def main(argv: list[str] | None = None) -> None:
         help="auto: bf16 where the hardware has it natively (env MURA_MT_PRECISION)",
     )
     parser.add_argument(
+        "--runtime",
+        default=os.environ.get("MURA_MT_RUNTIME", "auto"),
+        choices=["auto", "torch", "onnx", "onnx-int8"],
+        help="auto: ONNX Runtime on the CPU, PyTorch on a GPU (env MURA_MT_RUNTIME)",
+    )
+    parser.add_argument(
         "--device",
         default=os.environ.get("MURA_MT_DEVICE", "auto"),
         choices=["auto", "cpu", "cuda"],
@@ -394,11 +402,17 @@ def main(argv: list[str] | None = None) -> None:
     serve_mcp = not args.no_mcp and not credentials
     if credentials and not args.no_mcp:
         print("mura-mt: the MCP tools are off because a login is configured (the MCP route has no login).")
+    # The start-up line says which runtime, precision, threads and CPU features were chosen (mura_mt.runtime).
+    library_log = logging.getLogger("mura_mt")
+    library_log.setLevel(logging.INFO)
+    library_log.addHandler(logging.StreamHandler())
     precision = args.precision
     if precision == "auto" and _on_zero_gpu():
         # ZeroGPU's cards (H200 slices) compute bf16 natively, and CUDA cannot be queried outside @spaces.GPU.
         precision = "bf16"
-    predictor = Predictor.from_pretrained(checkpoint, device=resolve_device(args.device), precision=precision)
+    predictor = Predictor.from_pretrained(
+        checkpoint, device=resolve_device(args.device), precision=precision, runtime=args.runtime
+    )
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
     # for one checkpoint are never shown for another.

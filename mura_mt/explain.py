@@ -1,4 +1,11 @@
-"""Grad-CAM with Captum's LayerGradCam on the backbone's last convolutional stage, and overlays.
+"""Grad-CAM on the backbone's last convolutional stage: from the forward pass where the heads allow it, else
+with Captum's LayerGradCam; and overlays.
+
+Where the CAM layer's maps A_k reach the heads only through global average pooling and a linear head (every
+ResNet), the gradient of a head's logit y with respect to A_k(i, j) is w_k / (h w) everywhere, so Grad-CAM's
+channel weights are the head's weights and the map is ReLU(sum_k w_k A_k) up to a positive factor, which the
+scaling to [0, 1] removes: no backward pass, in any runtime (``cam_from_forward``). ``pooled_by_average`` checks
+that premise on the model itself; every other architecture keeps Captum, which stays the reference.
 
 The target is the GATED anomaly logit: the head of the part that decided (or, as an option, that part's
 body-part logit). ``gradcam_with_output`` runs ONE grad-enabled forward that yields both the model output
@@ -59,6 +66,45 @@ def gradcam(
     fixed = torch.as_tensor(part_idx, device=x.device).long().expand(x.shape[0])
     maps, _, _, _ = gradcam_with_output(model, x, lambda out: fixed, target)
     return maps
+
+
+def pooled_by_average(model: MultiTaskNet, image_size: int = 64) -> bool:
+    """True when the heads are linear on the spatial mean of the CAM layer's output, i.e. when Grad-CAM can come
+    from the forward pass. Checked numerically on the model (a probe image), not assumed from its name."""
+    if not (isinstance(model.part_head, torch.nn.Linear) and isinstance(model.anomaly_head, torch.nn.Linear)):
+        return False
+    seen: list[torch.Tensor] = []
+    handle = model.cam_layer.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    probe = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    parameter = next(model.parameters())
+    try:
+        with torch.inference_mode():
+            pooled = model.backbone(probe.to(parameter.device, parameter.dtype)).float()
+    finally:
+        handle.remove()
+    if len(seen) != 1 or seen[0].dim() != 4 or seen[0].shape[:2] != pooled.shape:
+        return False
+    means = seen[0].float().mean(dim=(2, 3))
+    return bool(torch.allclose(means, pooled, rtol=1e-4, atol=1e-5))
+
+
+def cam_from_forward(
+    feature_map: torch.Tensor, head_weight: torch.Tensor, part_idx: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Grad-CAM without a backward pass (see the module docstring; valid only where ``pooled_by_average``).
+
+    Args:
+        feature_map: the CAM layer's output [B, C, h, w].
+        head_weight: the deciding head's weight matrix [7, C] (the anomaly heads', or the part head's).
+        part_idx: [B], the head row each image is explained by.
+        size: (H, W) of the input tensor.
+    Returns:
+        maps [B, 1, H, W] in [0, 1], equal to Captum's LayerGradCam after the same upsampling and scaling.
+    """
+    weights = head_weight.float()[part_idx.long().to(head_weight.device)].to(feature_map.device)  # [B, C]
+    raw = torch.einsum("bc,bchw->bhw", weights, feature_map.float()).clamp_min(0)[:, None]
+    maps = LayerAttribution.interpolate(raw, tuple(size), interpolate_mode="bilinear")
+    return scale_to_unit(maps)
 
 
 def scale_to_unit(maps: torch.Tensor) -> torch.Tensor:

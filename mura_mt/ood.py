@@ -75,14 +75,15 @@ class StageStatistics:
 def channel_mean_std(maps: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, 2C]: each channel's mean, then its standard deviation (unbiased), in float32.
 
-    From the sum and the sum of squares (one dot product per channel): 7x faster on a CPU than ``mean`` + ``std``
-    (0.10 vs 0.77 ms for ResNet-18's first two stages at 224 px), equal to them within 1e-6 on its activations.
+    From the sum and the sum of squares: 7x faster on a CPU than ``mean`` + ``std`` (0.10 vs 0.77 ms for ResNet-18's
+    first two stages at 224 px), equal to them within 1e-6 on its activations. ``square().sum()`` rather than
+    ``linalg.vecdot`` because the ONNX exporter has no vecdot (equally fast: 0.02 vs 0.02 ms at batch 1).
     """
     flat = maps.float().flatten(2)
     n = flat.shape[2]
     total = flat.sum(dim=2)
     mean = total / n
-    variance = (torch.linalg.vecdot(flat, flat) - total * mean) / max(n - 1, 1)
+    variance = (flat.square().sum(dim=2) - total * mean) / max(n - 1, 1)
     return torch.cat([mean, variance.clamp_min(0).sqrt()], dim=1)
 
 

@@ -11,7 +11,6 @@ several threads: decoding and assembling run in the caller's thread, only the mo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -25,14 +24,15 @@ from PIL import Image
 from mura_mt.calibration import Calibration
 from mura_mt.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
 from mura_mt.decision import decide
-from mura_mt.explain import gradcam_with_output, scale_to_unit
+from mura_mt.explain import cam_from_forward, pooled_by_average, scale_to_unit
 from mura_mt.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
 from mura_mt.ood import WARNING as UNLIKE_TRAINING
-from mura_mt.ood import OodFeatures, OutOfDistribution, StageStatistics
+from mura_mt.ood import OodFeatures, OutOfDistribution
 from mura_mt.preprocessing import Geometry, eval_transform, unletterbox
-from mura_mt.serving import ServingConfig, resolve_precision
+from mura_mt.runtime import ModelRunner, TorchRunner, make_runner
+from mura_mt.serving import ServingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,10 @@ class StudyPrediction(Prediction):
 class Predictor:
     """Loads a checkpoint once; predicts images and studies.
 
-    The Predictor owns the model it is given: it moves it to ``device``, puts it in eval mode and freezes its
-    weights (Grad-CAM needs gradients only up to the CAM layer). Build it from a checkpoint with
-    ``from_pretrained``; pass a model you still train elsewhere only as a copy. ``precision``: "fp32", "bf16"
-    (autocast; channels-last) or "auto" (bf16 where the hardware has it natively, see ``serving``).
+    The Predictor owns the model it is given: its runner (``runtime``) moves it to ``device``, puts it in eval mode
+    and freezes its weights. Build it from a checkpoint with ``from_pretrained``; pass a model you still train
+    elsewhere only as a copy. ``precision``: "fp32", "bf16" (autocast; channels-last) or "auto" (bf16 where the
+    hardware has it natively, see ``serving``); ONNX Runtime runs fp32 (or the checked int8 graph).
     """
 
     def __init__(
@@ -94,25 +94,35 @@ class Predictor:
         device: str | torch.device = "cpu",
         ood: OutOfDistribution | None = None,
         precision: str = "fp32",
+        runner: ModelRunner | None = None,
     ):
-        self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self._memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
-        # Grad-CAM needs no weight gradients.
-        self.model = model.to(self.device, memory_format=self._memory_format).eval().requires_grad_(False)
+        # The runner executes the network (PyTorch unless told otherwise; ``from_pretrained`` picks by hardware).
+        self.runner = runner or TorchRunner(model, device, precision)
+        self.model = self.runner.model
+        self.device = self.runner.device
+        self.precision = self.runner.precision
+        self.runtime = self.runner.name
         self.serving = serving
         self.prep = serving.preprocessing
         self.calibration = serving.calibration
         self.ood = ood
-        # The style statistics of the early stages are only collected when there is a score to feed.
-        self._stages = StageStatistics(self.model.backbone) if ood is not None else contextlib.nullcontext()
+        # Grad-CAM from the forward where the heads sit on average-pooled features (checked on this model).
+        self.cam_from_forward = pooled_by_average(self.model, min(64, self.prep.image_size))
         self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
-        cls, path_or_hub_id: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
+        cls,
+        path_or_hub_id: str | Path,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        runtime: str | None = "torch",
     ) -> Predictor:
-        """From a checkpoint folder or a Hugging Face Hub repo id (safetensors only)."""
+        """From a checkpoint folder or a Hugging Face Hub repo id (safetensors only).
+
+        ``runtime``: "torch", "onnx" (ONNX Runtime on the CPU, graph exported from these weights and cached),
+        "onnx-int8" (the checkpoint's checked int8 graph) or "auto" (ONNX Runtime on CPUs, PyTorch on GPUs);
+        None reads ``MURA_MT_RUNTIME`` (default auto)."""
         directory = resolve_checkpoint(path_or_hub_id)
         model, config = load_checkpoint(directory)
         ood = OutOfDistribution.from_tensors(load_extra_tensors(directory))
@@ -121,7 +131,8 @@ class Predictor:
                 f"{path_or_hub_id} carries no statistics for the 'unlike the training images' warning (exported "
                 "before it existed?); answers on foreign images will not be flagged. Re-train or re-export it."
             )
-        return cls(model, ServingConfig.from_checkpoint(config), device, ood, precision)
+        runner = make_runner(model, config, directory, runtime, device, precision)
+        return cls(model, ServingConfig.from_checkpoint(config), device, ood, precision, runner=runner)
 
     def prepare(self, image: ImageSource | PreparedImage) -> PreparedImage:
         """Decode (PNG, JPEG or DICOM; path, bytes, PIL or numpy) and apply THE eval transform."""
@@ -166,21 +177,21 @@ class Predictor:
         prepared = [[self.prepare(image) for image in views] for views in studies]
         flat = [p for views in prepared for p in views]
         study_of_view = np.repeat(np.arange(len(studies)), [len(views) for views in studies])
-        x = torch.cat([p.x for p in flat]).to(self.device).contiguous(memory_format=self._memory_format)
+        x = torch.cat([p.x for p in flat])
         decide_part = _fixed_part(BODY_PARTS.index(given)) if given else _parts_by_study(study_of_view)
-        with self._lock, self._autocast(), self._stages as stages:
-            if explain:
-                maps, out, part_idx, features = gradcam_with_output(self.model, x, decide_part)
+        maps = None
+        with self._lock:
+            if explain and not self.cam_from_forward:
+                maps, forward = self.runner.gradcam_captum(x, decide_part)
             else:
-                with torch.inference_mode():
-                    features = self.model.backbone(x)
-                    out = self.model.heads(features)
-                    part_idx = decide_part(out)
-                maps = None
-            style = stages.features() if self.ood is not None else None
+                forward = self.runner(x)
+        out = forward.output
+        part_idx = decide_part(out)
+        if explain and maps is None:
+            maps = cam_from_forward(forward.feature_map, self.model.anomaly_head.weight, part_idx, x.shape[-2:])
         ood_scores = None
         if self.ood is not None:
-            ood_scores = self.ood.score(OodFeatures(features.float().cpu(), style.cpu())).numpy()
+            ood_scores = self.ood.score(OodFeatures(forward.pooled.cpu(), forward.style.cpu())).numpy()
         view_part = part_idx.cpu().numpy()
         part_of_study = np.zeros(len(studies), dtype=np.int64)
         part_of_study[study_of_view] = view_part
@@ -210,17 +221,11 @@ class Predictor:
             )
         return results
 
-    @torch.inference_mode()
     def predict_logits(self, x: torch.Tensor) -> ModelOutput:
         """Raw logits for an already preprocessed batch (used by evaluation)."""
-        with self._lock, self._autocast():
-            out = self.model(x.to(self.device).contiguous(memory_format=self._memory_format))
-        return ModelOutput(out.part_logits.float().cpu(), out.anomaly_logits.float().cpu())
-
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        with self._lock:
+            out = self.runner(x).output
+        return ModelOutput(out.part_logits.cpu(), out.anomaly_logits.cpu())
 
     def _view(self, prepared: PreparedImage, v: int, part: int, given: bool, part_probs, decided, maps, ood_scores):
         heatmap = None

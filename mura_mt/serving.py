@@ -5,13 +5,12 @@ never a raw dict. No torch models here, no files.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from mura_mt.calibration import Calibration
+from mura_mt.hardware import cpu_has_native_bf16
 from mura_mt.preprocessing import Preprocessing
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -48,16 +47,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and _cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags

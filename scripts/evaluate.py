@@ -18,6 +18,7 @@ from mura_mt.data import read_csv_index, read_mura_index
 from mura_mt.evaluation import evaluate_checkpoint, part_probabilities, predict_table
 from mura_mt.metrics import format_table
 from mura_mt.predictor import Predictor
+from mura_mt.runtime import RUNTIMES
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 where native")
+    parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
     parser.add_argument("--report", action="store_true", help="confidence intervals, report.html and report.md")
     parser.add_argument("--report-name", default="report", help="file name of the report (without extension)")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (>= 1000)")
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     table = read_csv_index(args.csv) if args.csv else read_mura_index(args.data_root, args.split)
-    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+    predictor = Predictor.from_pretrained(
+        args.checkpoint, device=args.device, precision=args.precision, runtime=args.runtime
+    )
     part_logits, anomaly_logits = predict_table(predictor, table, args.batch_size)
     metrics, studies = evaluate_checkpoint(predictor, table, logits=(part_logits, anomaly_logits))
     part_probs = part_probabilities(part_logits)
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         "data": args.csv or f"{args.data_root}:{args.split}",
         "n_images": len(table),
         "precision": predictor.precision,
+        "runtime": predictor.runtime,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         source = (
             f"Checkpoint {args.checkpoint} on {metrics['source']['data']} "
-            f"({len(table)} images, {table['study_id'].nunique()} studies), model precision {predictor.precision}."
+            f"({len(table)} images, {table['study_id'].nunique()} studies), "
+            f"runtime {predictor.runtime}, precision {predictor.precision}."
         )
         html_file, md_file = write_report(
             out, args.report_name, metrics, table, part_probs, anomaly_logits, predictor, source

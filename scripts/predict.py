@@ -7,8 +7,8 @@ also writes Grad-CAM overlays. Under `accelerate launch` the studies are sharded
 main process writes the one CSV.
 
 Speed (``mura_mt.bulk``): studies are packed into batches of about --batch-size images (a study is never split),
-each batch is one forward, threads decode the next batch while the model runs, and --precision auto uses bf16
-where the hardware has it natively (fp32 elsewhere).
+each batch is one forward, threads decode the next batch while the model runs. --runtime auto runs ONNX Runtime
+on the CPU and PyTorch on a GPU (--runtime torch --precision auto: bf16 where the hardware has it natively).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from accelerate.utils import parse_flag_from_env
 
 from mura_mt.bulk import predict_files
 from mura_mt.predictor import Predictor
+from mura_mt.runtime import RUNTIMES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 
@@ -60,13 +61,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--cam-dir", default=None, help="write Grad-CAM overlay PNGs here")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (studies are kept whole)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPU count)")
     args = parser.parse_args(argv)
 
     # Unlike Accelerator, a bare PartialState ignores ACCELERATE_USE_CPU and would run every CPU rank as rank 0.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     studies = collect_studies(args.inputs)
-    predictor = Predictor.from_pretrained(args.checkpoint, device=state.device, precision=args.precision)
+    predictor = Predictor.from_pretrained(
+        args.checkpoint, device=state.device, precision=args.precision, runtime=args.runtime
+    )
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The shared image cache of the test session (inherited by the processes the tests launch), not the user's.
 os.environ["MURA_MT_CACHE"] = tempfile.mkdtemp(prefix="mura-mt-test-cache-")
 atexit.register(shutil.rmtree, os.environ["MURA_MT_CACHE"], True)
+os.environ["MURA_MT_ONNX_CACHE"] = os.path.join(os.environ["MURA_MT_CACHE"], "onnx")  # exported graphs, likewise
 
 REPO = Path(__file__).resolve().parents[1]
 

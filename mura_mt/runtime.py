@@ -1,0 +1,330 @@
+"""Model runners: what executes the network for the Predictor, chosen once when it loads.
+
+- ``TorchRunner``: eager PyTorch on any device, fp32 or bf16 autocast (channels-last).
+- ``OnnxRunner``: ONNX Runtime on the CPU, from a graph exported from the checkpoint's own weights (cached on
+  disk, keyed by their sha256), or the checkpoint's int8 graph (``quantize.py``).
+
+Every runner answers a batch with a ``Forward``: both heads' logits, the pooled features and the early-stage
+statistics of the out-of-distribution score, and the CAM layer's feature map. That is everything the Predictor
+needs, Grad-CAM included (``explain.cam_from_forward``). Architectures whose heads do not sit on average-pooled
+features get Captum's Grad-CAM through ``gradcam_captum`` (PyTorch, a backward pass). Knows nothing about files
+other than its own graphs, nor about Gradio or DICOM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from mura_mt.explain import PartDecision, gradcam_with_output
+from mura_mt.hardware import describe_cpu, usable_cores
+from mura_mt.model import ModelOutput, MultiTaskNet
+from mura_mt.ood import StageStatistics
+from mura_mt.serving import resolve_precision
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+RUNTIME_ENV = "MURA_MT_RUNTIME"
+ONNX_CACHE_ENV = "MURA_MT_ONNX_CACHE"
+OUTPUT_NAMES = ("part_logits", "anomaly_logits", "pooled", "style", "feature_map")
+# Bump when the graph's inputs, outputs or what they mean change: cached graphs of another version are rebuilt.
+GRAPH_VERSION = "1"
+OPSET = 17
+INT8_FILE = "model.int8.onnx"
+
+
+class RuntimeChoiceError(ValueError):
+    """A runtime that cannot run here or on this checkpoint, with the reason."""
+
+
+class Forward(NamedTuple):
+    """One batch through the network, float32, on the runner's device."""
+
+    output: ModelOutput
+    pooled: torch.Tensor  # [B, F]
+    style: torch.Tensor  # [B, D]
+    feature_map: torch.Tensor  # [B, C, h, w]: the CAM layer's output
+
+
+class TappedNet(nn.Module):
+    """The network with its taps as outputs, in ``OUTPUT_NAMES`` order: what the ONNX graph computes and what the
+    PyTorch runner calls, so both runtimes answer with the same definitions."""
+
+    def __init__(self, model: MultiTaskNet):
+        super().__init__()
+        self.model = model
+        self.stages = StageStatistics(model.backbone)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        maps: list[torch.Tensor] = []
+        handle = self.model.cam_layer.register_forward_hook(lambda module, inputs, output: maps.append(output))
+        try:
+            with self.stages as stages:
+                pooled = self.model.backbone(x)
+        finally:
+            handle.remove()
+        out = self.model.heads(pooled)
+        return out.part_logits, out.anomaly_logits, pooled, stages.features(), maps[-1]
+
+
+def _as_forward(outputs) -> Forward:
+    part, anomaly, pooled, style, feature_map = (t.float() for t in outputs)
+    return Forward(ModelOutput(part, anomaly), pooled, style, feature_map)
+
+
+class TorchRunner:
+    """Eager PyTorch. Owns the model it is given: moves it to ``device``, eval mode, frozen weights (Grad-CAM
+    through Captum needs gradients only up to the CAM layer)."""
+
+    name = "torch"
+
+    def __init__(self, model: MultiTaskNet, device: str | torch.device = "cpu", precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
+        self.net = TappedNet(self.model)
+        self.threads = _use_cores_for_torch() if self.device.type == "cpu" else None
+
+    def __call__(self, x: torch.Tensor) -> Forward:
+        with torch.inference_mode(), self.autocast():
+            return _as_forward(self.net(self._place(x)))
+
+    def gradcam_captum(self, x: torch.Tensor, decide_part: PartDecision) -> tuple[torch.Tensor, Forward]:
+        """Captum's LayerGradCam (forward + backward), for architectures where ``cam_from_forward`` does not hold."""
+        maps: list[torch.Tensor] = []
+        handle = self.model.cam_layer.register_forward_hook(lambda m, i, output: maps.append(output.detach()))
+        try:
+            with self.autocast(), self.net.stages as stages:
+                cams, out, _, pooled = gradcam_with_output(self.model, self._place(x), decide_part)
+        finally:
+            handle.remove()
+        return cams, _as_forward((*out, pooled, stages.features(), maps[-1]))
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _place(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device).contiguous(memory_format=self.memory_format)
+
+
+class OnnxRunner:
+    """ONNX Runtime on the CPU, fp32 or int8, with the threads this process may really use. Captum's path, for
+    the rare architecture that needs it, runs the PyTorch model in fp32."""
+
+    def __init__(self, graph: Path, model: MultiTaskNet, name: str = "onnx"):
+        import onnxruntime as ort
+
+        self.name = name
+        self.device = torch.device("cpu")
+        self.precision = "int8" if name == "onnx-int8" else "fp32"
+        self.graph = Path(graph)
+        self.threads = usable_cores()
+        options = ort.SessionOptions()
+        # One call at a time (the Predictor's lock) on all usable cores; requests never oversubscribe them.
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.model = model.cpu().float().eval().requires_grad_(False)
+        self._torch: TorchRunner | None = None
+        self._torch_lock = threading.Lock()
+
+    def __call__(self, x: torch.Tensor) -> Forward:
+        outputs = self.session.run(list(OUTPUT_NAMES), {"x": x.detach().cpu().float().contiguous().numpy()})
+        return _as_forward(torch.from_numpy(np.asarray(o)) for o in outputs)
+
+    def gradcam_captum(self, x: torch.Tensor, decide_part: PartDecision) -> tuple[torch.Tensor, Forward]:
+        with self._torch_lock:
+            if self._torch is None:
+                self._torch = TorchRunner(self.model, "cpu", "fp32")
+        return self._torch.gradcam_captum(x, decide_part)
+
+
+ModelRunner = TorchRunner | OnnxRunner
+
+
+def _use_cores_for_torch() -> int:
+    """PyTorch's intra-op threads = the usable cores (affinity and cgroup quota), not the host's count."""
+    threads = usable_cores()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_runtime(runtime: str | None, device: torch.device, precision: str = "auto") -> str:
+    """``auto`` -> ONNX Runtime on the CPU (when installed and the precision allows it), PyTorch on CUDA (ZeroGPU
+    included); an explicit choice that cannot run here is an error that says why."""
+    runtime = runtime or os.environ.get(RUNTIME_ENV) or "auto"
+    if runtime not in RUNTIMES:
+        raise RuntimeChoiceError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "auto":
+        if device.type != "cpu" or not onnxruntime_available() or precision == "bf16":
+            return "torch"
+        return "onnx"
+    if runtime.startswith("onnx"):
+        if device.type != "cpu":
+            raise RuntimeChoiceError(f"runtime {runtime} runs on the CPU only; use --runtime torch on {device}")
+        if precision == "bf16":
+            raise RuntimeChoiceError(f"runtime {runtime} has no bf16; use --runtime torch for bf16")
+        if not onnxruntime_available():
+            raise RuntimeChoiceError(f"runtime {runtime} needs onnxruntime: pip install onnxruntime")
+    return runtime
+
+
+def make_runner(
+    model: MultiTaskNet,
+    config: dict,
+    directory: Path,
+    runtime: str | None = "auto",
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+) -> ModelRunner:
+    """The runner for a checkpoint (folder ``directory``, its ``config``), logged with what was chosen."""
+    device = torch.device(device)
+    chosen = resolve_runtime(runtime, device, precision)
+    if chosen == "torch":
+        runner: ModelRunner = TorchRunner(model, device, precision)
+    elif chosen == "onnx":
+        image_size = int(config["preprocessing"]["image_size"])
+        runner = OnnxRunner(cached_graph(model, config["weights_sha256"], image_size), model)
+    else:
+        runner = OnnxRunner(verified_int8_graph(directory, config), model, name="onnx-int8")
+    logger.info(
+        f"mura-mt runtime {runner.name} ({'asked: ' + str(runtime) if runtime else 'auto'}), precision "
+        f"{runner.precision}, device {runner.device}, threads {runner.threads}, CPU {describe_cpu()}"
+    )
+    return runner
+
+
+def onnx_cache_dir() -> Path:
+    """``$MURA_MT_ONNX_CACHE``, else ``$XDG_CACHE_HOME/mura_mt/onnx``, else ``~/.cache/mura_mt/onnx``."""
+    if os.environ.get(ONNX_CACHE_ENV):
+        return Path(os.environ[ONNX_CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mura_mt" / "onnx"
+
+
+def graph_key(weights_sha256: str, image_size: int) -> str:
+    """What a cached graph must have been built from: these weights, this input size, this graph version and
+    this exporter."""
+    return f"{weights_sha256}-{image_size}-v{GRAPH_VERSION}-torch{torch.__version__}"
+
+
+def cached_graph(model: MultiTaskNet, weights_sha256: str, image_size: int, cache_dir: Path | None = None) -> Path:
+    """The fp32 ONNX graph of these weights: the cached one if its recorded key matches, else exported anew."""
+    key = graph_key(weights_sha256, image_size)
+    folder = cache_dir or onnx_cache_dir()
+    path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
+    if path.is_file() and graph_metadata(path).get("mura_mt.key") == key:
+        return path
+    if path.exists():
+        logger.warning(f"{path} does not carry the key of these weights; exporting the graph again")
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return export_graph(model, path, image_size, {"mura_mt.key": key, "mura_mt.weights_sha256": weights_sha256})
+    except OSError as err:  # a read-only cache (a locked-down host): a private temporary graph still serves
+        logger.warning(f"cannot write the ONNX cache {folder} ({err}); using a temporary folder")
+        temporary = Path(tempfile.mkdtemp(prefix="mura-mt-onnx-")) / path.name
+        return export_graph(
+            model, temporary, image_size, {"mura_mt.key": key, "mura_mt.weights_sha256": weights_sha256}
+        )
+
+
+def export_graph(model: MultiTaskNet, path: Path, image_size: int, metadata: dict[str, str]) -> Path:
+    """Export ``TappedNet(model)`` in fp32 with a dynamic batch axis to ``path``, atomically, with ``metadata``."""
+    import onnx
+
+    cpu_model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    net = TappedNet(cpu_model)
+    dummy = torch.zeros(1, 3, image_size, image_size)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
+            torch.onnx.export(
+                net,
+                (dummy,),
+                str(tmp),
+                dynamo=False,  # the TorchScript exporter: no onnxscript, and a plain graph that quantises well
+                input_names=["x"],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={"x": {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}},
+                opset_version=OPSET,
+            )
+        graph = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.save(graph, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The TorchScript exporter warns that it is deprecated (in favour of one that needs onnxscript); that is known."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def graph_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file (empty when it cannot be read)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # a damaged or foreign file is simply not trusted
+        return {}
+    return {prop.key: prop.value for prop in graph.metadata_props}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_int8_graph(directory: Path, config: dict) -> Path:
+    """The checkpoint's int8 graph, only if config.json records it for THESE weights, the file is the one that was
+    checked, and its accuracy check passed."""
+    record = config.get("onnx_int8")
+    if not record:
+        raise RuntimeChoiceError(
+            f"{directory} has no int8 model; make one with "
+            f"python scripts/export_onnx.py --checkpoint {directory} --data-root ROOT --int8"
+        )
+    graph = Path(directory) / record.get("file", INT8_FILE)
+    if record.get("weights_sha256") != config.get("weights_sha256"):
+        raise RuntimeChoiceError(f"{graph} was made from other weights; export it again")
+    if not graph.is_file() or file_sha256(graph) != record.get("sha256"):
+        raise RuntimeChoiceError(f"{graph} is missing or does not match the sha256 in config.json; export it again")
+    accuracy = record.get("accuracy", {})
+    if not accuracy.get("passed"):
+        raise RuntimeChoiceError(
+            f"{graph} failed its accuracy check ({accuracy.get('failures') or 'no check recorded'}); use --runtime onnx"
+        )
+    return graph

@@ -1,0 +1,266 @@
+"""Runtimes: ONNX Runtime answers as PyTorch does at every entry point, Grad-CAM from the forward pass equals Captum's,
+the graph cache trusts only its own key, and the int8 graph serves only with a passing accuracy record."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+
+from mura_mt import BODY_PARTS
+from mura_mt.bulk import predict_files
+from mura_mt.checkpoint import load_checkpoint
+from mura_mt.data import read_mura_index
+from mura_mt.evaluation import predict_table
+from mura_mt.explain import cam_from_forward, gradcam, pooled_by_average
+from mura_mt.model import MultiTaskNet
+from mura_mt.predictor import Predictor
+from mura_mt.preprocessing import Preprocessing
+from mura_mt.runtime import (
+    RuntimeChoiceError,
+    TappedNet,
+    cached_graph,
+    graph_metadata,
+    resolve_runtime,
+    verified_int8_graph,
+)
+from mura_mt.serving import ServingConfig
+from tests.conftest import REPO
+
+DEMO = REPO / "checkpoints/demo"
+
+
+@pytest.fixture(scope="module")
+def valid_table(synthetic_root):
+    return read_mura_index(synthetic_root, "valid")
+
+
+@pytest.fixture(scope="module")
+def runtimes():
+    return {
+        "torch": Predictor.from_pretrained(DEMO, precision="fp32", runtime="torch"),
+        "onnx": Predictor.from_pretrained(DEMO, runtime="onnx"),
+    }
+
+
+# --- Grad-CAM from the forward pass --------------------------------------------------------------------------------
+
+
+def _forward_maps(model: MultiTaskNet, x: torch.Tensor, part_idx: torch.Tensor, target: str) -> torch.Tensor:
+    with torch.no_grad():
+        feature_map = TappedNet(model)(x)[4]
+    head = model.anomaly_head if target == "anomaly" else model.part_head
+    return cam_from_forward(feature_map, head.weight, part_idx, x.shape[-2:])
+
+
+@pytest.mark.parametrize("target", ["anomaly", "part"])
+def test_cam_from_the_forward_equals_captum(runtimes, valid_table, target):
+    predictor = runtimes["torch"]
+    model = predictor.model
+    x = torch.cat([predictor.preprocess(p) for p in valid_table["path"][::3]])  # every part, several images
+    with torch.no_grad():
+        predicted = model(x).part_logits.argmax(1)
+    for part_idx in (predicted, torch.arange(len(x)) % len(BODY_PARTS)):  # the predicted gate and given parts
+        captum = gradcam(model, x, part_idx, target)
+        ours = _forward_maps(model, x, part_idx, target)
+        assert ours.shape == captum.shape == (len(x), 1, *x.shape[-2:])
+        assert (ours - captum).abs().max() <= 1e-4
+        assert torch.equal(ours.flatten(1).amax(1) == 0, captum.flatten(1).amax(1) == 0)
+        # The check can fail: another head's weights give other maps.
+        wrong = _forward_maps(model, x, (part_idx + 1) % len(BODY_PARTS), target)
+        assert (wrong - captum).abs().max() > 0.1
+
+
+def test_all_negative_evidence_gives_the_same_zero_maps():
+    torch.manual_seed(0)
+    model = MultiTaskNet("resnet18").eval()
+    with torch.no_grad():
+        model.anomaly_head.weight.copy_(-model.anomaly_head.weight.abs())  # layer4 is >= 0 after its ReLU
+    x = torch.randn(3, 3, 64, 64)
+    part_idx = torch.tensor([0, 3, 6])
+    captum, ours = gradcam(model, x, part_idx), _forward_maps(model, x, part_idx, "anomaly")
+    assert captum.abs().max() == 0 and ours.abs().max() == 0
+
+
+def test_the_premise_is_checked_on_the_model_not_assumed():
+    assert pooled_by_average(MultiTaskNet("resnet18").eval())
+    # MobileNetV3 puts a convolution and an activation between its last stage and the pooled features.
+    mobile = MultiTaskNet("mobilenetv3_small_050").eval()
+    assert not pooled_by_average(mobile)
+    nonlinear = MultiTaskNet("resnet18").eval()
+    nonlinear.anomaly_head = torch.nn.Sequential(torch.nn.Linear(512, 7), torch.nn.Tanh())
+    assert not pooled_by_average(nonlinear)
+
+
+def test_other_architectures_keep_captum_in_both_runtimes(tmp_path, valid_table, monkeypatch):
+    monkeypatch.setenv("MURA_MT_ONNX_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = MultiTaskNet("mobilenetv3_small_050").eval()
+    serving = ServingConfig(Preprocessing(64, (0.5,) * 3, (0.25,) * 3))
+    path = valid_table["path"][0]
+    plain = Predictor(model, serving)
+    assert not plain.cam_from_forward
+    reference = plain.predict(path, explain=True)
+    from mura_mt.runtime import OnnxRunner
+
+    graph = cached_graph(model, "mobilenet-test", 64)
+    onnx = Predictor(model, serving, runner=OnnxRunner(graph, model))
+    answer = onnx.predict(path, explain=True)
+    assert answer.body_part == reference.body_part
+    assert answer.abnormal_prob == pytest.approx(reference.abnormal_prob, abs=1e-4)
+    assert np.abs(answer.heatmap - reference.heatmap).max() <= 1e-4
+
+
+# --- Parity: ONNX Runtime fp32 against PyTorch fp32 ------------------------------------------------------------------
+
+
+def test_logits_parts_verdicts_and_warning_score_agree_on_the_valid_split(runtimes, valid_table):
+    torch_logits = predict_table(runtimes["torch"], valid_table, progress=False)
+    onnx_logits = predict_table(runtimes["onnx"], valid_table, progress=False)
+    for a, b in zip(torch_logits, onnx_logits):
+        assert np.abs(a - b).max() <= 1e-4
+    paths = valid_table["path"].tolist()
+    a, b = runtimes["torch"].predict_batch(paths), runtimes["onnx"].predict_batch(paths)
+    assert [p.body_part for p in a] == [p.body_part for p in b]
+    assert [p.is_abnormal for p in a] == [p.is_abnormal for p in b]
+    assert max(abs(x.unlike_training - y.unlike_training) for x, y in zip(a, b)) <= 1e-3
+    assert len({p.body_part for p in a}) == len(BODY_PARTS)
+
+
+def test_every_entry_point_answers_the_same(runtimes, valid_table, synthetic_root, tmp_path):
+    study = valid_table[valid_table["study_id"] == valid_table["study_id"][0]]["path"].tolist()
+    image, dicom = valid_table["path"][5], get_testdata_file("RG3_UNCR.dcm")
+    answers = {}
+    for name, predictor in runtimes.items():
+        answers[name] = {
+            "image": predictor.predict(image, explain=True),
+            "given": predictor.predict(image, body_part="hand", explain=True),
+            "study": predictor.predict_study(study, explain=True),
+            "batch": predictor.predict_batch([image, dicom], explain=True),
+            "dicom": predictor.predict(dicom, explain=True),
+        }
+        answers[name]["bulk"] = predict_files(
+            predictor, {"s": study}, cam_dir=tmp_path / name, progress=False, workers=1
+        )
+    views = lambda a: [a["image"], a["given"], *a["study"].views, *a["batch"], a["dicom"]]  # noqa: E731
+    for t, o in zip(views(answers["torch"]), views(answers["onnx"])):
+        assert (t.body_part, t.gated_by, t.is_abnormal, t.warnings) == (
+            o.body_part,
+            o.gated_by,
+            o.is_abnormal,
+            o.warnings,
+        )
+        assert o.abnormal_prob == pytest.approx(t.abnormal_prob, abs=1e-5)
+        assert o.unlike_training == pytest.approx(t.unlike_training, abs=1e-3)
+        assert t.heatmap.shape == o.heatmap.shape and np.abs(t.heatmap - o.heatmap).max() <= 1e-4
+    assert answers["onnx"]["study"].abnormal_prob == pytest.approx(answers["torch"]["study"].abnormal_prob, abs=1e-5)
+    for t, o in zip(answers["torch"]["bulk"], answers["onnx"]["bulk"]):
+        assert t["body_part"] == o["body_part"] and t["abnormal_prob"] == pytest.approx(o["abnormal_prob"], abs=1e-5)
+
+
+# --- Choosing a runtime; the graph cache -----------------------------------------------------------------------------
+
+
+def test_runtime_choice(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv("MURA_MT_RUNTIME", raising=False)
+    assert resolve_runtime("auto", cpu) == "onnx" and resolve_runtime(None, cpu) == "onnx"
+    assert resolve_runtime("auto", cuda) == "torch"
+    assert resolve_runtime("auto", cpu, precision="bf16") == "torch"  # bf16 is PyTorch's
+    assert resolve_runtime("torch", cpu) == "torch"
+    monkeypatch.setenv("MURA_MT_RUNTIME", "torch")
+    assert resolve_runtime(None, cpu) == "torch"
+    with pytest.raises(RuntimeChoiceError, match="CPU only"):
+        resolve_runtime("onnx", cuda)
+    with pytest.raises(RuntimeChoiceError, match="no bf16"):
+        resolve_runtime("onnx", cpu, precision="bf16")
+    with pytest.raises(RuntimeChoiceError, match="one of"):
+        resolve_runtime("tensorrt", cpu)
+
+
+def test_graph_cache_is_keyed_by_the_weights_and_never_trusts_a_wrong_key(tmp_path):
+    model, config = load_checkpoint(DEMO)
+    size, sha = config["preprocessing"]["image_size"], config["weights_sha256"]
+    first = cached_graph(model, sha, size, tmp_path)
+    assert graph_metadata(first)["mura_mt.weights_sha256"] == sha
+    stamp = first.stat().st_mtime_ns
+    assert cached_graph(model, sha, size, tmp_path) == first and first.stat().st_mtime_ns == stamp  # reused
+    other = cached_graph(model, "0" * 64, size, tmp_path)  # other weights: another file
+    assert other != first
+    shutil.copy(other, first)  # a graph whose recorded key is not this one's is rebuilt, not trusted
+    rebuilt = cached_graph(model, sha, size, tmp_path)
+    assert graph_metadata(rebuilt)["mura_mt.weights_sha256"] == sha
+    first.write_bytes(b"not an onnx file")
+    assert graph_metadata(cached_graph(model, sha, size, tmp_path))["mura_mt.weights_sha256"] == sha
+
+
+def test_int8_serves_only_with_a_matching_passing_record(tmp_path):
+    checkpoint = shutil.copytree(DEMO, tmp_path / "ckpt")
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.pop("onnx_int8", None)
+    with pytest.raises(RuntimeChoiceError, match="no int8 model"):
+        verified_int8_graph(checkpoint, config)
+    (checkpoint / "model.int8.onnx").write_bytes(b"graph")
+    from mura_mt.runtime import file_sha256
+
+    good = {
+        "file": "model.int8.onnx",
+        "sha256": file_sha256(checkpoint / "model.int8.onnx"),
+        "weights_sha256": config["weights_sha256"],
+        "accuracy": {"passed": True},
+    }
+    assert verified_int8_graph(checkpoint, {**config, "onnx_int8": good}) == checkpoint / "model.int8.onnx"
+    for broken, reason in [
+        ({**good, "weights_sha256": "f" * 64}, "other weights"),
+        ({**good, "sha256": "0" * 64}, "does not match"),
+        ({**good, "accuracy": {"passed": False, "failures": ["study_kappa differs by 0.03"]}}, "study_kappa"),
+    ]:
+        with pytest.raises(RuntimeChoiceError, match=reason):
+            verified_int8_graph(checkpoint, {**config, "onnx_int8": broken})
+
+
+def test_threads_follow_the_cores_the_process_may_use():
+    code = "from mura_mt.hardware import usable_cores; print(usable_cores())"
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True)
+    assert pinned.stdout.strip() == "1", pinned.stderr
+    shared = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LOCAL_WORLD_SIZE": "64"}
+    )
+    assert shared.stdout.strip() == "1"
+    from mura_mt.hardware import usable_cores
+
+    predictor = Predictor.from_pretrained(DEMO, runtime="onnx")
+    assert predictor.runner.session.get_session_options().intra_op_num_threads == usable_cores()
+
+
+def test_export_int8_records_what_it_measured_and_serving_obeys_it(trained_run, synthetic_root, tmp_path):
+    import scripts.export_onnx as export_onnx
+    from mura_mt.evaluation import evaluate_checkpoint
+    from mura_mt.runtime import OnnxRunner
+
+    checkpoint = shutil.copytree(trained_run / "best", tmp_path / "ckpt")
+    export_onnx.main(["--checkpoint", str(checkpoint), "--data-root", str(synthetic_root), "--int8"])
+    config = json.loads((checkpoint / "config.json").read_text())
+    record = config["onnx_int8"]
+    assert record["weights_sha256"] == config["weights_sha256"] and record["calibration"]["images"] > 0
+    # The recorded int8 figures are what the graph really gives.
+    model, _ = load_checkpoint(checkpoint)
+    reference = Predictor.from_pretrained(checkpoint, runtime="torch")
+    int8 = Predictor(
+        model, reference.serving, ood=reference.ood, runner=OnnxRunner(checkpoint / "model.int8.onnx", model)
+    )
+    metrics, _ = evaluate_checkpoint(int8, read_mura_index(synthetic_root, "valid"), progress=False)
+    assert record["accuracy"]["int8"]["study_kappa"] == pytest.approx(
+        metrics["predicted_gate"]["overall"]["study_kappa"]
+    )
+    assert record["accuracy"]["int8"]["part_accuracy"] == pytest.approx(metrics["part_accuracy"])
+    if record["accuracy"]["passed"]:
+        assert Predictor.from_pretrained(checkpoint, runtime="onnx-int8").precision == "int8"
+    else:
+        with pytest.raises(RuntimeChoiceError, match="failed its accuracy check"):
+            Predictor.from_pretrained(checkpoint, runtime="onnx-int8")
