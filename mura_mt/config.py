@@ -82,7 +82,9 @@ class TrainConfig:
     max_grad_norm: float = 5.0
     part_loss_weight: float = 1.0
     anomaly_loss_weight: float = 1.0
-    mixed_precision: str | None = None  # "no", "bf16" or "fp16"; None keeps what `accelerate launch` chose
+    # "auto" (by hardware: hardware.resolve_mixed_precision), "no", "bf16" or "fp16"; null keeps what
+    # `accelerate launch` chose
+    mixed_precision: str | None = "auto"
     channels_last: bool = True
     num_workers: int = 2  # DataLoader workers per process; they only slice the image cache
     compile: bool = False  # torch.compile the model (worth it on GPUs for long runs)

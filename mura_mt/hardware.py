@@ -77,3 +77,26 @@ def describe_cpu() -> str:
     """One line for logs and benchmark reports: name, notable flags, usable cores."""
     flags = [flag for flag in NOTABLE_FLAGS if flag in cpu_flags()]
     return f"{cpu_name()} ({', '.join(flags) or 'no AVX2'}; {usable_cores()} usable cores)"
+
+
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+def resolve_mixed_precision(requested: str | None, use_cpu: bool = False) -> tuple[str | None, str]:
+    """Training precision for Accelerate, and why. "auto": bf16 where the device computes it natively (CUDA cards
+    with bf16, CPUs with AVX512-BF16 or AMX), fp16 with the loss scaler on CUDA cards without bf16 (T4, V100), fp32
+    ("no") on other CPUs, where emulated bf16 is several times slower (one step of 32 images at 224 px: 55 s on an
+    AVX2 EPYC). An explicit value wins; None keeps what ``accelerate launch`` chose."""
+    if requested is None or requested != "auto":
+        if requested is not None and requested not in MIXED_PRECISIONS:
+            raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISIONS} or null, got {requested!r}")
+        return requested, "as configured" if requested else "as accelerate launch chose"
+    import torch
+
+    if torch.cuda.is_available() and not use_cpu:
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: {torch.cuda.get_device_name()} computes bf16"
+        return "fp16", f"auto: {torch.cuda.get_device_name()} has no bf16, fp16 with the loss scaler"
+    if cpu_has_native_bf16():
+        return "bf16", "auto: the CPU has native bf16"
+    return "no", "auto: the CPU has no native bf16 (it would be emulated, slower than fp32)"

@@ -9,9 +9,11 @@ training (per process, on CUDA when present, else the CPU; mura_mt/bench/trainin
     loop_images_per_s     the real loop (``train_one_epoch``: loader -> device augmentation -> normalise -> model
                           -> clipped step under Accelerate) at --image-size; loop_vs_compute (goal >= 0.9).
     On CUDA the compute and loop figures are also taken with torch.compile (``*_compiled``).
-inference (mura_mt/bench/inference.py and, for the app, mura_mt/bench/serving.py): Predictor latencies against a
-    bare resnet18 forward and against the two-stage design (two_stage_ratio, goal <= 0.55), throughput at batch
-    1/8/32 in fp32 and bf16, parameters and resident memory of one model vs eight, and the real app through
+inference (mura_mt/bench/inference.py, runtimes.py and, for the app, serving.py): Predictor latencies (in the runtime
+    ``--runtime auto`` picks, and in PyTorch fp32) against a bare resnet18 forward and against the two-stage design
+    (two_stage_ratio, goal <= 0.55), throughput at batch 1/8/32 in fp32 and bf16, PyTorch against ONNX Runtime
+    fp32 and int8 at 224 and 320 px, batch 1 and 16, with and without Grad-CAM (``runtimes``), bulk prediction
+    against sequential calls, parameters and resident memory of one model vs eight, and the real app through
     gradio_client: cold start, requests/s and p50/p95 at concurrency 1, 4 and 16.
 Every figure is the median of interleaved repeats: the machine is noisy, so read medians and ratios.
 --quick smokes every measurement in seconds (CI runs it); its numbers mean nothing.
@@ -28,8 +30,10 @@ from pathlib import Path
 import torch
 
 from mura_mt.bench.inference import bulk_block, inference_block
+from mura_mt.bench.runtimes import runtime_block
 from mura_mt.bench.serving import serving_block
 from mura_mt.bench.training import training_block
+from mura_mt.hardware import describe_cpu
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
 
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d"),
         "machine": platform.platform(),
         "torch": torch.__version__,
+        "cpu": describe_cpu(),
         "torch_threads": torch.get_num_threads(),
         "quick": args.quick,
     }
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["training"] = training_block(args, device)
     if args.only in (None, "inference"):
         report["inference"] = inference_block(args.image_size, args.quick, device)
+        report["inference"]["runtimes"] = runtime_block(Path(args.checkpoint or DEMO_CHECKPOINT), args.quick)
         report["inference"]["bulk"] = bulk_block(args.checkpoint or str(DEMO_CHECKPOINT), args.quick)
         report["inference"]["serving"] = serving_block(args.checkpoint, args.quick)
     Path(args.out).write_text(json.dumps(report, indent=2))

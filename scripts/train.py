@@ -7,9 +7,10 @@ import logging
 from datetime import timedelta
 
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, parse_flag_from_env
 
 from mura_mt.config import load_config
+from mura_mt.hardware import describe_cpu, resolve_mixed_precision
 from mura_mt.training import fit
 
 
@@ -21,8 +22,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    precision, why = resolve_mixed_precision(cfg.train.mixed_precision, parse_flag_from_env("ACCELERATE_USE_CPU"))
     accelerator = Accelerator(
-        mixed_precision=cfg.train.mixed_precision,
+        mixed_precision=precision,
         log_with=cfg.train.log_with,
         project_dir=cfg.output_dir,
         # Same seed + epoch -> same batch order on any number of processes, and after --resume.
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> dict:
         # A rank that dies must end the job within minutes, not hang the others forever.
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=10))],
     )
+    if accelerator.is_main_process:
+        logging.info(f"training precision {accelerator.mixed_precision} ({why}); CPU {describe_cpu()}")
     if cfg.train.log_with:
         accelerator.init_trackers("mura-mt")
     summary = fit(cfg, accelerator, resume=args.resume)

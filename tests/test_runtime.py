@@ -2,10 +2,7 @@
 the graph cache trusts only its own key, and the int8 graph serves only with a passing accuracy record."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -222,20 +219,6 @@ def test_int8_serves_only_with_a_matching_passing_record(tmp_path):
     ]:
         with pytest.raises(RuntimeChoiceError, match=reason):
             verified_int8_graph(checkpoint, {**config, "onnx_int8": broken})
-
-
-def test_threads_follow_the_cores_the_process_may_use():
-    code = "from mura_mt.hardware import usable_cores; print(usable_cores())"
-    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True)
-    assert pinned.stdout.strip() == "1", pinned.stderr
-    shared = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LOCAL_WORLD_SIZE": "64"}
-    )
-    assert shared.stdout.strip() == "1"
-    from mura_mt.hardware import usable_cores
-
-    predictor = Predictor.from_pretrained(DEMO, runtime="onnx")
-    assert predictor.runner.session.get_session_options().intra_op_num_threads == usable_cores()
 
 
 def test_export_int8_records_what_it_measured_and_serving_obeys_it(trained_run, synthetic_root, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -16,6 +15,7 @@ from accelerate import Accelerator
 from mura_mt.config import TrainConfig, load_config
 from mura_mt.data.augment import DeviceAugment
 from mura_mt.data.prepare import SplitData
+from mura_mt.hardware import describe_cpu, resolve_mixed_precision
 from mura_mt.labels import BODY_PARTS
 from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.model import MultiTaskNet
@@ -139,7 +139,9 @@ def interleaved_medians(runners: dict, repeats: int) -> dict[str, float]:
 
 
 def training_block(args, device: torch.device) -> dict:
-    precision = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "no"
+    # What training really uses here (train.mixed_precision: auto): bf16 only where it is native, so an AVX2 CPU
+    # measures fp32 instead of an emulated bf16 that is 4x slower.
+    precision, _ = resolve_mixed_precision("auto", use_cpu=device.type == "cpu")
     workers = TrainConfig().num_workers
     with tempfile.TemporaryDirectory(prefix="mura-mt-bench-") as folder:
         folder = Path(folder)
@@ -158,7 +160,7 @@ def training_block(args, device: torch.device) -> dict:
             )
         rates = interleaved_medians(runners, args.repeats)
     block = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else describe_cpu(),
         "precision": precision,
         "channels_last": True,
         "batch_size": args.batch_size,
