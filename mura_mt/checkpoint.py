@@ -116,6 +116,15 @@ def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str,
     return model.eval(), config
 
 
+def checkpoint_config(path_or_hub_id: str | Path) -> dict[str, Any]:
+    """A checkpoint's config.json, without loading its weights (provenance: weights_sha256, metrics, command)."""
+    config_file = resolve_checkpoint(path_or_hub_id) / CONFIG_NAME
+    try:
+        return json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {config_file}: {err}") from None
+
+
 def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     """The non-parameter tensors of a checkpoint folder, in their stored dtype (call after ``load_checkpoint`` has
     verified its hash)."""

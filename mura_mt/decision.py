@@ -4,7 +4,7 @@
     for the "true" gate) -> that part's anomaly logit of every view -> that part's calibration -> mean over the
     views -> compare with that part's threshold.
 
-The Predictor (serving), ``metrics`` (evaluation) and ``calibration`` (threshold fitting) all call ``decide``,
+The Predictor (serving), ``metrics`` (evaluation) and ``release`` (threshold fitting) all call ``decide``,
 so serving and the reported numbers cannot drift apart (tests/test_parity.py checks every synthetic study).
 NumPy only: no torch, no pandas.
 """
@@ -12,12 +12,10 @@ NumPy only: no torch, no pandas.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # calibration.py itself decides with this rule when it fits thresholds
-    from mura_mt.calibration import Calibration
+from mura_mt.calibration import Calibration
 
 
 @dataclass(frozen=True)

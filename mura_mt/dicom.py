@@ -1,4 +1,5 @@
-"""DICOM decoding for ``mura_mt.io``: header checks first, then the standard grey-scale pipeline.
+"""DICOM decoding for ``mura_mt.io`` (which calls it; this module imports only ``pixels``): header checks first,
+then the standard grey-scale pipeline.
 
 Owns only the DICOM path of ``load_radiograph``. The header is read without pixel data so that absurd sizes,
 multi-frame files and files without an image are refused before anything is decoded. ``force=True`` is never
@@ -16,7 +17,7 @@ from PIL import Image
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space
 
-from mura_mt.io import ImageLimits, InvalidImageError, _check_geometry, scale_to_uint8
+from mura_mt.pixels import ImageLimits, InvalidImageError, check_geometry, scale_to_uint8
 
 
 def decode_dicom(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -36,7 +37,7 @@ def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
     rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
     if rows == 0 or cols == 0:
         raise InvalidImageError("the DICOM file holds no image (no rows/columns); it may be a report or a state")
-    _check_geometry(cols, rows, limits)
+    check_geometry(cols, rows, limits)
     if int(header.get("NumberOfFrames", 1) or 1) > 1:
         raise InvalidImageError("multi-frame DICOM files are not accepted; export a single frame")
     dataset = _read(data, stop_before_pixels=False)

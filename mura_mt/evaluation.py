@@ -72,3 +72,13 @@ def evaluate_checkpoint(
 def part_probabilities(part_logits: np.ndarray) -> np.ndarray:
     """Softmax of the part head, as the Predictor computes it (float32)."""
     return torch.softmax(torch.from_numpy(part_logits).float(), dim=1).numpy()
+
+
+def split_fingerprint(table: pd.DataFrame) -> str:
+    """sha256 of the split's sorted (study, label) pairs: two evaluations with the same fingerprint scored the same
+    studies against the same labels (``scripts/compare.py`` prints it)."""
+    import hashlib
+
+    pairs = table[["study_id", "label"]].drop_duplicates().astype(str).sort_values(["study_id", "label"])
+    lines = "\n".join(f"{study},{label}" for study, label in pairs.itertuples(index=False))
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -20,31 +20,21 @@ from __future__ import annotations
 import io
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+# The limits and helpers the DICOM path shares live in their own module, so io and dicom never import each other
+# in a circle; io re-exports them (``mura_mt.io.InvalidImageError`` is a contract).
+from mura_mt.pixels import DEFAULT_LIMITS, ImageLimits, InvalidImageError, check_geometry, scale_to_uint8
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-class InvalidImageError(ValueError):
-    """The input is not a radiograph this project can read; the message says why in plain words."""
+__all__ = ["DEFAULT_LIMITS", "ImageLimits", "ImageSource", "InvalidImageError", "load_radiograph", "scale_to_uint8"]
 
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Limits checked before decoding (decompression bombs, absurd shapes)."""
-
-    max_bytes: int = 64 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    min_side: int = 32
-    max_aspect: float = 10.0
-
-
-DEFAULT_LIMITS = ImageLimits()
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
@@ -62,7 +52,7 @@ def load_radiograph(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -
         InvalidImageError: unreadable, unsupported, too large, too small or otherwise unusable input.
     """
     if isinstance(source, Image.Image):
-        _check_geometry(source.width, source.height, limits)
+        check_geometry(source.width, source.height, limits)
         return _pil_to_gray(source)
     if isinstance(source, np.ndarray):
         return _array_to_gray(source, limits)
@@ -73,7 +63,7 @@ def load_radiograph(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -
         raise InvalidImageError(f"the file is larger than {limits.max_bytes // 2**20} MB")
     if data.startswith(PNG_MAGIC):
         if len(data) >= 24 and data[12:16] == b"IHDR":  # read the declared size ourselves: clearer than Pillow
-            _check_geometry(*struct.unpack(">II", data[16:24]), limits)
+            check_geometry(*struct.unpack(">II", data[16:24]), limits)
         return _decode_pil(data, limits)
     if data.startswith(JPEG_MAGIC):
         return _decode_pil(data, limits)
@@ -99,24 +89,11 @@ def _read_bytes(path: str | os.PathLike, limits: ImageLimits) -> bytes:
         raise InvalidImageError(f"no permission to read {path.name}") from None
 
 
-def _check_geometry(width: int, height: int, limits: ImageLimits) -> None:
-    if width <= 0 or height <= 0:
-        raise InvalidImageError(f"the image has zero size ({width}x{height})")
-    if width * height > limits.max_pixels:
-        raise InvalidImageError(
-            f"the image is too large ({width}x{height} pixels; at most {limits.max_pixels / 1e6:.0f} megapixels)"
-        )
-    if min(width, height) < limits.min_side:
-        raise InvalidImageError(f"the image is too small ({width}x{height}; each side needs {limits.min_side}+ px)")
-    if max(width, height) / min(width, height) > limits.max_aspect:
-        raise InvalidImageError(f"the image is too elongated ({width}x{height}) to be a radiograph")
-
-
 def _decode_pil(data: bytes, limits: ImageLimits) -> Image.Image:
     try:
         # Only PNG and JPEG plugins may parse the bytes: no TIFF, PSD, EPS (Ghostscript) or anything else.
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
-        _check_geometry(image.width, image.height, limits)  # header only: nothing decoded yet
+        check_geometry(image.width, image.height, limits)  # header only: nothing decoded yet
         if getattr(image, "n_frames", 1) > 1:
             raise InvalidImageError("animated or multi-frame images are not accepted; upload a single view")
         image.load()
@@ -154,7 +131,7 @@ def _array_to_gray(array: np.ndarray, limits: ImageLimits) -> Image.Image:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise InvalidImageError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {tuple(array.shape)}")
-    _check_geometry(array.shape[1], array.shape[0], limits)
+    check_geometry(array.shape[1], array.shape[0], limits)
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise InvalidImageError(f"unsupported array type {array.dtype}")
     if array.dtype == bool:
@@ -173,14 +150,3 @@ def _array_to_gray(array: np.ndarray, limits: ImageLimits) -> Image.Image:
     if array.dtype == np.uint8:
         return Image.fromarray(np.ascontiguousarray(array), mode="L")
     return Image.fromarray(scale_to_uint8(array), mode="L")
-
-
-def scale_to_uint8(array: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """Map ``[low, high]`` (default: the array's own range) linearly to 0..255; a constant image becomes 0."""
-    values = array.astype(np.float64)
-    low = float(values.min()) if low is None else low
-    high = float(values.max()) if high is None else high
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (np.clip(values, low, high) - low) * (255.0 / (high - low))
-    return np.round(scaled).astype(np.uint8)

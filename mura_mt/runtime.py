@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mura_mt.explain import PartDecision, gradcam_with_output
-from mura_mt.hardware import describe_cpu, usable_cores
+from mura_mt.hardware import cpu_has_native_bf16, describe_cpu, usable_cores
 from mura_mt.model import ModelOutput, MultiTaskNet
 from mura_mt.ood import StageStatistics
 from mura_mt.serving import resolve_precision
@@ -97,14 +97,16 @@ class TorchRunner:
         self.memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
         self.net = TappedNet(self.model)
-        self.threads = _use_cores_for_torch() if self.device.type == "cpu" else None
+        self.threads = usable_cores() if self.device.type == "cpu" else None
 
     def __call__(self, x: torch.Tensor) -> Forward:
+        _torch_threads(self.threads)
         with torch.inference_mode(), self.autocast():
             return _as_forward(self.net(self._place(x)))
 
     def gradcam_captum(self, x: torch.Tensor, decide_part: PartDecision) -> tuple[torch.Tensor, Forward]:
         """Captum's LayerGradCam (forward + backward), for architectures where ``cam_from_forward`` does not hold."""
+        _torch_threads(self.threads)
         maps: list[torch.Tensor] = []
         handle = self.model.cam_layer.register_forward_hook(lambda m, i, output: maps.append(output.detach()))
         try:
@@ -140,12 +142,19 @@ class OnnxRunner:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: spinning workers kept both cores busy after each call and slowed the
+        # PyTorch work that follows it (measured: predict 36-44 -> 24-25 ms on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.model = model.cpu().float().eval().requires_grad_(False)
         self._torch: TorchRunner | None = None
         self._torch_lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> Forward:
+        # The small tensor work around the call (softmax, the warning score, the Grad-CAM sum) runs in PyTorch on one
+        # thread: PyTorch's OpenMP workers would otherwise spin beside ONNX Runtime's threads on the same cores
+        # (measured: predict 24.4 -> 20.7 ms for an 18 ms session call on 2 cores).
+        _torch_threads(1)
         outputs = self.session.run(list(OUTPUT_NAMES), {"x": x.detach().cpu().float().contiguous().numpy()})
         return _as_forward(torch.from_numpy(np.asarray(o)) for o in outputs)
 
@@ -159,12 +168,11 @@ class OnnxRunner:
 ModelRunner = TorchRunner | OnnxRunner
 
 
-def _use_cores_for_torch() -> int:
-    """PyTorch's intra-op threads = the usable cores (affinity and cgroup quota), not the host's count."""
-    threads = usable_cores()
-    if torch.get_num_threads() != threads:
+def _torch_threads(threads: int | None) -> None:
+    """PyTorch's intra-op threads for the coming call (process-wide; calls run one at a time under the Predictor's
+    lock): the usable cores (affinity and cgroup quota, not the host's count) for PyTorch's own forward."""
+    if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    return threads
 
 
 def onnxruntime_available() -> bool:
@@ -172,13 +180,17 @@ def onnxruntime_available() -> bool:
 
 
 def resolve_runtime(runtime: str | None, device: torch.device, precision: str = "auto") -> str:
-    """``auto`` -> ONNX Runtime on the CPU (when installed and the precision allows it), PyTorch on CUDA (ZeroGPU
-    included); an explicit choice that cannot run here is an error that says why."""
+    """``auto`` -> the fastest runtime measured for this hardware and precision: PyTorch on CUDA (ZeroGPU
+    included) and, with precision auto, on CPUs that compute bf16 natively (bf16 PyTorch is as fast as ONNX Runtime
+    fp32 there at batch 1 and 1.7x faster at batch 16: docs/benchmarks.md); ONNX Runtime fp32 on every other CPU
+    (when installed). An explicit choice that cannot run here is an error that says why."""
     runtime = runtime or os.environ.get(RUNTIME_ENV) or "auto"
     if runtime not in RUNTIMES:
         raise RuntimeChoiceError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
         if device.type != "cpu" or not onnxruntime_available() or precision == "bf16":
+            return "torch"
+        if precision == "auto" and cpu_has_native_bf16():
             return "torch"
         return "onnx"
     if runtime.startswith("onnx"):

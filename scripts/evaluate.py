@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 
 from mura_mt.bootstrap import DEFAULT_RESAMPLES, add_confidence_intervals
+from mura_mt.checkpoint import checkpoint_config
 from mura_mt.data import read_csv_index, read_mura_index
-from mura_mt.evaluation import evaluate_checkpoint, part_probabilities, predict_table
+from mura_mt.evaluation import evaluate_checkpoint, part_probabilities, predict_table, split_fingerprint
 from mura_mt.metrics import format_table
 from mura_mt.predictor import Predictor
 from mura_mt.runtime import RUNTIMES
@@ -54,8 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpoint": str(args.checkpoint),
         "data": args.csv or f"{args.data_root}:{args.split}",
         "n_images": len(table),
-        "precision": predictor.precision,
+        "n_studies": int(table["study_id"].nunique()),
+        "split_sha256": split_fingerprint(table),
+        "weights_sha256": checkpoint_config(args.checkpoint).get("weights_sha256"),
         "runtime": predictor.runtime,
+        "precision": predictor.precision,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from mura_mt.calibration import fit_calibration
 from mura_mt.metrics import METRICS
+from mura_mt.release import fit_calibration
 from mura_mt.report import expected_calibration_error
 from scripts import evaluate
 from tests.browser import chromium

@@ -98,11 +98,11 @@ def full_size_ood(model: MultiTaskNet) -> OutOfDistribution:
 def auto_predictor(
     model: MultiTaskNet, serving: ServingConfig, ood: OutOfDistribution, device: torch.device, folder: Path
 ) -> Predictor:
-    """The Predictor in the runtime ``--runtime auto`` picks on ``device`` (ONNX Runtime on CPUs), fp32."""
-    if resolve_runtime("auto", device, "fp32") == "onnx":
+    """The Predictor as ``--runtime auto --precision auto`` builds it on ``device``."""
+    if resolve_runtime("auto", device, "auto") == "onnx":
         graph = cached_graph(model, "bench-random-resnet18", serving.preprocessing.image_size, folder)
         return Predictor(model, serving, ood=ood, runner=OnnxRunner(graph, model))
-    return Predictor(model, serving, device=device, ood=ood, precision="fp32")
+    return Predictor(model, serving, device=device, ood=ood, precision="auto")
 
 
 def latencies(size: int, repeats: int, rounds: int, device: torch.device, folder: Path) -> dict[str, float]:
@@ -207,7 +207,7 @@ def inference_block(size: int, quick: bool, device: torch.device) -> dict:
         **lat,
         "predict_ratio": lat["predict_ms"] / lat["bare_forward_ms"],
         "explain_ratio": lat["predict_explain_ms"] / lat["bare_forward_ms"],
-        "runtime_auto": resolve_runtime("auto", device, "fp32"),
+        "runtime_auto": resolve_runtime("auto", device, "auto"),
         "two_stage_ratio": lat["predict_auto_ms"] / lat["two_stage_ms"],
         "two_stage_explain_ratio": lat["predict_auto_explain_ms"] / lat["two_stage_explain_ms"],
         "two_stage_ratio_torch_fp32": lat["predict_ms"] / lat["two_stage_ms"],

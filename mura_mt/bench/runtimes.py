@@ -65,7 +65,9 @@ def _predictors(checkpoint: Path, size: int, folder: Path) -> dict[str, Predicto
     }
     if cpu_has_native_bf16():  # what precision auto picks for PyTorch on this CPU, for comparison
         bf16_model = copy.deepcopy(model)
-        predictors["torch_bf16"] = Predictor(bf16_model, serving, ood=ood, runner=TorchRunner(bf16_model, "cpu", "bf16"))
+        predictors["torch_bf16"] = Predictor(
+            bf16_model, serving, ood=ood, runner=TorchRunner(bf16_model, "cpu", "bf16")
+        )
     return predictors
 
 
