@@ -57,7 +57,7 @@ def export(
     config = {
         "format_version": FORMAT_VERSION,
         "body_parts": list(BODY_PARTS),
-        "weights_sha256": _sha256(tmp / WEIGHTS_NAME),
+        "weights_sha256": file_sha256(tmp / WEIGHTS_NAME),
         "weights_dtype": str(dtype).removeprefix("torch."),
         **meta,
     }
@@ -101,7 +101,7 @@ def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str,
         raise CheckpointError(
             f"{directory}: body-part order {config.get('body_parts')} differs from {list(BODY_PARTS)}"
         )
-    if _sha256(weights) != config.get("weights_sha256"):
+    if file_sha256(weights) != config.get("weights_sha256"):
         raise CheckpointError(f"{weights}: sha256 does not match config.json; the file is corrupt or was replaced")
     model = MultiTaskNet(config["model"]["backbone"], pretrained=False)
     state = {
@@ -131,7 +131,8 @@ def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(Path(directory) / WEIGHTS_NAME).items() if k.startswith(EXTRA_PREFIXES)}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

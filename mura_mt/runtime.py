@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mura_mt.checkpoint import file_sha256
 from mura_mt.explain import PartDecision, gradcam_with_output
 from mura_mt.hardware import cpu_has_native_bf16, describe_cpu, usable_cores
 from mura_mt.model import ModelOutput, MultiTaskNet
@@ -310,14 +311,6 @@ def graph_metadata(path: Path) -> dict[str, str]:
     except Exception:  # a damaged or foreign file is simply not trusted
         return {}
     return {prop.key: prop.value for prop in graph.metadata_props}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verified_int8_graph(directory: Path, config: dict) -> Path:

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mura_mt.checkpoint import CONFIG_NAME, load_checkpoint, resolve_checkpoint
+from mura_mt.checkpoint import CONFIG_NAME, file_sha256, load_checkpoint, resolve_checkpoint
 from mura_mt.data import read_mura_index, split_by_patient
 from mura_mt.evaluation import evaluate_checkpoint
 from mura_mt.predictor import Predictor
 from mura_mt.quantize import accuracy_record, quantize_graph
-from mura_mt.runtime import INT8_FILE, OnnxRunner, cached_graph, file_sha256
+from mura_mt.runtime import INT8_FILE, OnnxRunner, cached_graph
 
 
 def main(argv: list[str] | None = None) -> dict:

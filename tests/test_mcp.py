@@ -45,3 +45,29 @@ def test_an_mcp_client_lists_the_tools_and_screens_a_radiograph(tmp_path):
     assert result["body_part"] == "wrist" and 0.0 <= result["abnormal_prob"] <= 1.0
     assert result["is_abnormal"] and result["unlike_training"] < 1.0 and result["warnings"] == []
     assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+
+
+def test_both_runtimes_answer_the_same_through_the_api_and_mcp(tmp_path):
+    from gradio_client import Client, handle_file
+
+    example = REPO / "examples/synthetic_elbow_abnormal.png"
+    data_url = "data:image/png;base64," + base64.b64encode(example.read_bytes()).decode()
+    views = [handle_file(str(REPO / "examples/synthetic_hand_normal.png")) for _ in range(2)]
+
+    async def work(session):
+        called = await session.call_tool("predict", {"file": data_url, "body_part": "auto", "explain": True})
+        return ast.literal_eval(called.content[0].text)[0]
+
+    answers = {}
+    for runtime in ("torch", "onnx"):
+        args = ("--runtime", runtime, "--precision", "fp32")
+        with open(tmp_path / f"{runtime}.log", "w") as log, running_app(log, None, *args) as (url, _):
+            mcp_result = asyncio.run(_session(url, work))
+            study = Client(url, verbose=False).predict(views, "auto", True, api_name="/predict_study")[0]
+        answers[runtime] = (mcp_result, study)
+        assert f"runtime {runtime}" in (tmp_path / f"{runtime}.log").read_text()  # the start-up line says it
+    for torch_answer, onnx_answer in zip(answers["torch"], answers["onnx"]):
+        assert torch_answer["body_part"] == onnx_answer["body_part"]
+        assert torch_answer["is_abnormal"] == onnx_answer["is_abnormal"]
+        assert torch_answer["warnings"] == onnx_answer["warnings"]
+        assert onnx_answer["abnormal_prob"] == pytest.approx(torch_answer["abnormal_prob"], abs=1e-5)

@@ -208,7 +208,7 @@ def test_int8_serves_only_with_a_matching_passing_record(tmp_path):
     with pytest.raises(RuntimeChoiceError, match="no int8 model"):
         verified_int8_graph(checkpoint, config)
     (checkpoint / "model.int8.onnx").write_bytes(b"graph")
-    from mura_mt.runtime import file_sha256
+    from mura_mt.checkpoint import file_sha256
 
     good = {
         "file": "model.int8.onnx",
