@@ -22,3 +22,15 @@ def parse_body_part(name: str) -> str:
     if cleaned not in PART_TO_IDX:
         raise ValueError(f"unknown body part {name!r}; expected one of {', '.join(BODY_PARTS)}")
     return cleaned
+
+
+# How DICOM's BodyPartExamined names the seven parts (PS3.16 CID 4031 defined terms).
+BODY_PART_TERMS = {
+    "elbow": "ELBOW",
+    "finger": "FINGER",
+    "forearm": "FOREARM",
+    "hand": "HAND",
+    "humerus": "HUMERUS",
+    "shoulder": "SHOULDER",
+    "wrist": "WRIST",
+}

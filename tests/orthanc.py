@@ -27,9 +27,11 @@ def orthanc_binary() -> str:
 
 
 @contextlib.contextmanager
-def orthanc(folder: Path, modalities: dict[str, list], aet: str = "ORTHANC") -> Iterator[tuple[str, int]]:
+def orthanc(
+    folder: Path, modalities: dict[str, list], aet: str = "ORTHANC", dicom_port: int | None = None
+) -> Iterator[tuple[str, int]]:
     """Yields (REST URL, DICOM port) of a running Orthanc; ``modalities``: name -> [AET, host, port]."""
-    http_port, dicom_port = free_port(), free_port()
+    http_port, dicom_port = free_port(), dicom_port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "Name": "mura-mt-test",
@@ -83,3 +85,16 @@ def upload(url: str, files: list[Path]) -> list[str]:
         answer.raise_for_status()
         ids.append(answer.json()["ID"])
     return ids
+
+
+def study_series(url: str, study_uid: str) -> list[dict]:
+    """Orthanc's series of a study (by StudyInstanceUID), each with its instances' ids."""
+    found = httpx.post(f"{url}/tools/lookup", content=study_uid, timeout=30).json()
+    studies = [f["ID"] for f in found if f["Type"] == "Study"]
+    if not studies:
+        return []
+    return httpx.get(f"{url}/studies/{studies[0]}/series", timeout=30).json()
+
+
+def instance_file(url: str, orthanc_id: str) -> bytes:
+    return httpx.get(f"{url}/instances/{orthanc_id}/file", timeout=30).content

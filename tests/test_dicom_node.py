@@ -163,3 +163,26 @@ def test_the_store_survives_a_reopen_and_counts_a_new_view_as_a_new_answer(tmp_p
     assert row["views"] == 1 and row["last_instance"] == 100.0 and row["status"] == "receiving"
     assert reopened.add_instance(make("1.2"), now=200.0) and reopened.study("1.2.3")["views"] == 2
     assert reopened.stored_bytes() == 20
+
+
+def test_a_study_that_cannot_be_read_is_failed_with_why_and_the_worker_goes_on(tmp_path):
+    from mura_mt.dicom_node.outputs import ModelIdentity
+    from mura_mt.dicom_node.store import Instance
+    from mura_mt.dicom_node.studies import StudyWorker, body_part_warning
+    from mura_mt.predictor import Predictor
+    from tests.conftest import REPO
+
+    store = WorklistStore(tmp_path / "w.sqlite")
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"DICM but not really")
+    store.add_instance(
+        Instance("9.1", "9", "9.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "WRIST", str(broken), 19), now=1.0
+    )
+    predictor = Predictor.from_pretrained(REPO / "checkpoints/demo")
+    worker = StudyWorker(store, predictor, ModelIdentity("m", "0" * 64, NODE_AET), tmp_path / "outbox", ["dimse"], 1.0)
+    assert worker.run_once(now=10.0) == ["9"]
+    row = store.study("9")
+    assert row["status"] == "failed" and row["detail"]
+    assert worker.run_once(now=20.0) == []  # not retried forever
+    assert body_part_warning(["WRIST"], "hand").startswith("The images are labelled wrist")
+    assert body_part_warning(["WRIST", ""], "wrist") is None and body_part_warning(["CHEST"], "hand") is None

@@ -17,15 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-BODY_PART_TERMS = {  # DICOM PS3.16 CID 4031 defined terms
-    "elbow": "ELBOW",
-    "finger": "FINGER",
-    "forearm": "FOREARM",
-    "hand": "HAND",
-    "humerus": "HUMERUS",
-    "shoulder": "SHOULDER",
-    "wrist": "WRIST",
-}
+from mura_mt.labels import BODY_PART_TERMS
+
 # Names from several scripts, so that a node that copies them can be checked to keep them intact.
 PATIENT_NAMES = ("Müller^Jürgen", "Åström^Sofia", "García^José", "Nguyễn^Thị An", "Smith^John", "Dubois^Chloé")
 VIEW_POSITIONS = ("PA", "LL", "AP", "RL")

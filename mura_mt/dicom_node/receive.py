@@ -17,13 +17,13 @@ hosts by an immediate abort. Association, DIMSE and network timeouts are set; at
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.store import Instance, WorklistStore
 from mura_mt.pixels import DEFAULT_LIMITS, InvalidImageError, check_geometry
 
@@ -139,7 +139,7 @@ class StorageNode:
         if budget is not None and self.store.stored_bytes() + len(data) > budget:
             logger.warning("refused an instance: the disk budget for received images is used up")
             return OUT_OF_RESOURCES
-        path = self._write(study_uid, sop_uid, data)
+        path = write_durably(object_path(self.store_dir, study_uid, sop_uid), data)
         self.store.add_instance(
             Instance(
                 sop_uid=sop_uid,
@@ -156,24 +156,6 @@ class StorageNode:
             )
         )
         return SUCCESS
-
-    def _write(self, study_uid: str, sop_uid: str, data: bytes) -> Path:
-        """Durable before acknowledged: temporary file, fsync, rename, fsync of the folder."""
-        folder = self.store_dir / hashlib.sha256(study_uid.encode()).hexdigest()[:24]
-        folder.mkdir(exist_ok=True, mode=0o700)
-        path = folder / f"{hashlib.sha256(sop_uid.encode()).hexdigest()[:32]}.dcm"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o600)) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        return path
 
 
 def _check_pixels(dataset) -> None:

@@ -10,6 +10,7 @@ it holds patient names and ids.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -47,7 +48,19 @@ CREATE TABLE IF NOT EXISTS instances (
     size INTEGER NOT NULL,
     received REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    sop_uid TEXT NOT NULL,         -- of the object sent (an SC or the SR)
+    path TEXT NOT NULL,            -- written durably before the row exists
+    destination TEXT NOT NULL,     -- "dimse" (C-STORE to --return-to) or "stow" (STOW-RS to --dicomweb)
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, superseded
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0,
+    last_error TEXT
+);
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_try);
 CREATE INDEX IF NOT EXISTS studies_by_status ON studies(status, last_instance);
 """
 
@@ -125,6 +138,123 @@ class WorklistStore:
             marks = ",".join("?" * len(sop_uids))
             rows = db.execute(f"SELECT sop_uid FROM instances WHERE sop_uid IN ({marks})", sop_uids).fetchall()
         return {r[0] for r in rows}
+
+    def quiet_studies(self, before: float) -> list[dict]:
+        """Studies with nothing new since ``before``: received and not yet answered, or claimed by an analysis that
+        never finished (the node was stopped or killed during it)."""
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT * FROM studies WHERE status IN ('receiving', 'waiting') AND last_instance <= ? "
+                "ORDER BY last_instance",
+                (before,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def claim(self, study_uid: str, last_instance: float) -> bool:
+        """Mark a quiet study as being analysed; False when a new instance arrived in the meantime."""
+        with self._connection() as db:
+            changed = db.execute(
+                "UPDATE studies SET status = 'waiting' WHERE study_uid = ? AND last_instance = ? "
+                "AND status IN ('receiving', 'waiting')",
+                (study_uid, last_instance),
+            ).rowcount
+        return changed == 1
+
+    def record_answer(self, study_uid: str, last_instance: float, answer: dict, outputs: list[tuple[str, str]],
+                      destinations: list[str]) -> bool:  # fmt: skip
+        """Store an analysed study's answer and queue its objects (``outputs``: (sop_uid, path), already written)
+        for every destination, in one transaction. False, and nothing stored, when a new instance arrived while
+        the study was analysed (it will be analysed again with it). Older undelivered answers are superseded."""
+        with self._connection() as db:
+            changed = db.execute(
+                "UPDATE studies SET status = 'analysed', body_part = ?, abnormal_prob = ?, is_abnormal = ?, "
+                "warnings = ?, delivery = 'pending', detail = NULL WHERE study_uid = ? AND last_instance = ? "
+                "AND status = 'waiting'",
+                (answer["body_part"], answer["abnormal_prob"], int(answer["is_abnormal"]),
+                 json.dumps(answer["warnings"]), study_uid, last_instance),
+            ).rowcount  # fmt: skip
+            if changed != 1:
+                return False
+            db.execute(
+                "UPDATE deliveries SET state = 'superseded' WHERE study_uid = ? AND state = 'pending'", (study_uid,)
+            )
+            db.executemany(
+                "INSERT INTO deliveries (study_uid, sop_uid, path, destination) VALUES (?, ?, ?, ?)",
+                [(study_uid, sop, path, dest) for sop, path in outputs for dest in destinations],
+            )
+            if not destinations:
+                db.execute("UPDATE studies SET delivery = 'nowhere to send' WHERE study_uid = ?", (study_uid,))
+        return True
+
+    def record_outcome(self, study_uid: str, last_instance: float, status: str, detail: str) -> bool:
+        """A study that was not answered: "skipped" (nothing to analyse) or "failed" (and why)."""
+        if status not in ("skipped", "failed"):
+            raise ValueError(f"status must be skipped or failed, got {status!r}")
+        with self._connection() as db:
+            changed = db.execute(
+                "UPDATE studies SET status = ?, detail = ? WHERE study_uid = ? AND last_instance = ? "
+                "AND status = 'waiting'",
+                (status, detail, study_uid, last_instance),
+            ).rowcount
+        return changed == 1
+
+    def due_deliveries(self, now: float | None = None) -> list[dict]:
+        now = time.time() if now is None else now
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT * FROM deliveries WHERE state = 'pending' AND next_try <= ? ORDER BY id", (now,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def mark_delivered(self, delivery_id: int) -> None:
+        """One object arrived; when a study has nothing left to send, the study is "delivered"."""
+        with self._connection() as db:
+            study_uid = db.execute("SELECT study_uid FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()[0]
+            db.execute("UPDATE deliveries SET state = 'delivered', last_error = NULL WHERE id = ?", (delivery_id,))
+            left = db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE study_uid = ? AND state = 'pending'", (study_uid,)
+            ).fetchone()[0]
+            if left == 0:
+                db.execute(
+                    "UPDATE studies SET status = 'delivered', delivery = 'delivered' WHERE study_uid = ? "
+                    "AND status = 'analysed'",
+                    (study_uid,),
+                )
+
+    def mark_failed_attempt(self, delivery_id: int, error: str, next_try: float) -> None:
+        with self._connection() as db:
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?",
+                (next_try, error[:500], delivery_id),
+            )
+            db.execute(
+                "UPDATE studies SET delivery = ? WHERE study_uid = (SELECT study_uid FROM deliveries WHERE id = ?)",
+                (f"retrying: {error[:200]}", delivery_id),
+            )
+
+    def deliveries(self, study_uid: str) -> list[dict]:
+        with self._connection() as db:
+            rows = db.execute("SELECT * FROM deliveries WHERE study_uid = ? ORDER BY id", (study_uid,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def forget_pixels(self, before: float) -> int:
+        """Delete the received files of studies delivered and quiet since ``before`` (``--retain-hours``); their
+        worklist rows stay. Returns how many studies lost their pixel data."""
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT i.sop_uid, i.path FROM instances i JOIN studies s ON s.study_uid = i.study_uid "
+                "WHERE s.status = 'delivered' AND s.last_instance < ? AND i.path != ''",
+                (before,),
+            ).fetchall()
+            studies = db.execute(
+                "SELECT COUNT(DISTINCT i.study_uid) FROM instances i JOIN studies s ON s.study_uid = i.study_uid "
+                "WHERE s.status = 'delivered' AND s.last_instance < ? AND i.path != ''",
+                (before,),
+            ).fetchone()[0]
+            for sop_uid, path in rows:
+                Path(path).unlink(missing_ok=True)
+                db.execute("UPDATE instances SET path = '', size = 0 WHERE sop_uid = ?", (sop_uid,))
+        return int(studies)
 
     def study(self, study_uid: str) -> dict | None:
         with self._connection() as db:

@@ -1,0 +1,134 @@
+"""Delivery: every queued answer object goes to its destination, by C-STORE to ``--return-to`` (and by STOW-RS to
+``--dicomweb``). A destination that is down keeps the object queued in the store and retried with backoff (1 s,
+doubling, at most 5 min); after a restart the queue is still there. An object is marked delivered only after the
+destination's success status, so a crash in between sends it once more, with the same SOP Instance UID: the PACS
+keeps one copy (exactly once per answer, as the PACS sees it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from mura_mt.dicom_node.store import WorklistStore
+
+logger = logging.getLogger(__name__)
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(frozen=True)
+class Destination:
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """ "AET@HOST:PORT" -> Destination, with a clear error for anything else."""
+        try:
+            title, address = text.split("@", 1)
+            host, port = address.rsplit(":", 1)
+            destination = cls(title.strip(), host.strip(), int(port))
+        except ValueError:
+            raise ValueError(f"--return-to {text!r}: expected AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242") from None
+        if not destination.ae_title or len(destination.ae_title) > 16 or not 0 < destination.port < 65536:
+            raise ValueError(f"--return-to {text!r}: an AE title of 1-16 characters and a port 1-65535")
+        return destination
+
+
+def backoff(attempts: int) -> float:
+    return min(MAX_BACKOFF_S, 2.0**attempts)
+
+
+class Deliverer:
+    """Sends due objects; ``run_once`` is one pass (the thread calls it every ``poll`` s)."""
+
+    def __init__(self, store: WorklistStore, calling_ae_title: str, return_to: Destination | None,
+                 dicomweb_url: str | None = None, poll: float = 0.5, timeout: float = 30.0):  # fmt: skip
+        self.store, self.calling_ae_title = store, calling_ae_title
+        self.return_to, self.dicomweb_url = return_to, dicomweb_url
+        self.poll, self.timeout = poll, timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def destinations(self) -> list[str]:
+        return [name for name, there in (("dimse", self.return_to), ("stow", self.dicomweb_url)) if there]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mura-mt-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                logger.exception("delivery pass failed")
+            self._stop.wait(self.poll)
+
+    def run_once(self, now: float | None = None) -> int:
+        """Send what is due; returns how many objects arrived."""
+        now = time.time() if now is None else now
+        due = self.store.due_deliveries(now)
+        sent = 0
+        for kind, send in (("dimse", self._c_store), ("stow", self._stow)):
+            batch = [d for d in due if d["destination"] == kind]
+            if batch:
+                sent += send(batch, now)
+        return sent
+
+    def _fail(self, batch: list[dict], error: str, now: float) -> None:
+        for item in batch:
+            self.store.mark_failed_attempt(item["id"], error, now + backoff(item["attempts"]))
+        logger.warning(f"delivery of {len(batch)} object(s) failed ({error}); retrying with backoff")
+
+    def _c_store(self, batch: list[dict], now: float) -> int:
+        import pydicom
+        from pynetdicom import AE
+
+        datasets = {item["id"]: pydicom.dcmread(item["path"]) for item in batch}
+        ae = AE(ae_title=self.calling_ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        for sop_class, syntax in {(d.SOPClassUID, d.file_meta.TransferSyntaxUID) for d in datasets.values()}:
+            ae.add_requested_context(sop_class, syntax)
+        there = self.return_to
+        association = ae.associate(there.host, there.port, ae_title=there.ae_title)
+        if not association.is_established:
+            self._fail(batch, f"could not associate with {there.ae_title}@{there.host}:{there.port}", now)
+            return 0
+        sent = 0
+        try:
+            for item in batch:
+                status = association.send_c_store(datasets[item["id"]])
+                code = int(status.Status) if "Status" in status else None
+                if code in (0x0000, 0xB000, 0xB006, 0xB007):  # success, or success with warnings
+                    self.store.mark_delivered(item["id"])
+                    sent += 1
+                else:
+                    self._fail([item], f"C-STORE status {code}", now)
+        finally:
+            association.release()
+        return sent
+
+    def _stow(self, batch: list[dict], now: float) -> int:
+        import pydicom
+        from dicomweb_client.api import DICOMwebClient
+
+        client = DICOMwebClient(url=self.dicomweb_url)
+        sent = 0
+        for item in batch:
+            try:
+                client.store_instances([pydicom.dcmread(item["path"])])
+            except Exception as err:  # requests' and the client's errors alike: retried later
+                self._fail([item], f"STOW-RS: {type(err).__name__}: {str(err)[:200]}", now)
+                continue
+            self.store.mark_delivered(item["id"])
+            sent += 1
+        return sent

@@ -1,0 +1,139 @@
+"""Studies: when a study is complete enough to answer, and the answer. The Predictor does the work.
+
+A study is analysed once no instance has arrived for ``quiet_seconds``. Only projection radiographs (CR and DX) are
+analysed; a study with none is "skipped", with the modalities it held. The views are decoded by the project's own
+loader (every transfer syntax pynetdicom receives; MONOCHROME1 inverted) and answered with
+``Predictor.predict_study(..., explain=True)``. Where BodyPartExamined names one of the seven parts and the model
+sees another, the answer carries a warning (the model's part still gates, as in the app). The SC and SR are written
+durably to the outbox and queued for delivery in the same transaction that stores the answer; a new instance that
+arrives meanwhile discards the answer, and the study is analysed again with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from mura_mt.dicom_node.files import object_path, write_durably
+from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures, structured_report
+from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.labels import BODY_PART_TERMS
+
+logger = logging.getLogger(__name__)
+
+PROJECTION_MODALITIES = ("CR", "DX")
+PROJECTION_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+)
+PART_OF_TERM = {term: part for part, term in BODY_PART_TERMS.items()}
+
+
+def body_part_warning(examined: list[str], seen: str) -> str | None:
+    """A warning when the images' BodyPartExamined names one of the seven parts and the model sees another."""
+    named = {PART_OF_TERM[t.upper()] for t in examined if t and t.upper() in PART_OF_TERM}
+    if named and seen not in named:
+        return (
+            f"The images are labelled {', '.join(sorted(named))} (BodyPartExamined), but the model sees a {seen}; "
+            f"the {seen} head decided."
+        )
+    return None
+
+
+class StudyWorker:
+    """Finds quiet studies and answers them; ``run_once`` is one pass (the thread calls it every ``poll`` s)."""
+
+    def __init__(self, store: WorklistStore, predictor, model: ModelIdentity, outbox: str | Path,
+                 destinations: list[str], quiet_seconds: float = 10.0, poll: float = 0.5):  # fmt: skip
+        self.store, self.predictor, self.model = store, predictor, model
+        self.outbox = Path(outbox)
+        self.destinations = destinations
+        self.quiet_seconds, self.poll = quiet_seconds, poll
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mura-mt-studies", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a bad study must not stop the worker; it is marked failed where possible
+                logger.exception("study pass failed")
+            self._stop.wait(self.poll)
+
+    def run_once(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        done = []
+        for study in self.store.quiet_studies(now - self.quiet_seconds):
+            if not self.store.claim(study["study_uid"], study["last_instance"]):
+                continue
+            try:
+                self.answer(study)
+            except Exception as err:  # this study is marked failed, with why; the others go on
+                logger.exception("a study could not be answered")
+                self.store.record_outcome(
+                    study["study_uid"], study["last_instance"], "failed", f"{type(err).__name__}: {str(err)[:300]}"
+                )
+            done.append(study["study_uid"])
+        return done
+
+    def answer(self, study: dict) -> None:
+        import pydicom
+
+        uid, stamp = study["study_uid"], study["last_instance"]
+        instances = self.store.instances(uid)
+        radiographs = [
+            i for i in instances if i["modality"] in PROJECTION_MODALITIES or i["sop_class"] in PROJECTION_SOP_CLASSES
+        ]
+        if not radiographs:
+            held = sorted({i["modality"] or "unknown" for i in instances})
+            self.store.record_outcome(uid, stamp, "skipped", f"no projection radiograph (CR or DX); held: {held}")
+            logger.info(f"skipped a study without projection radiographs ({held})")
+            return
+        try:
+            views = [pydicom.dcmread(i["path"]) for i in radiographs]
+            grays = [load_radiograph(i["path"]) for i in radiographs]
+        except (InvalidImageError, OSError) as err:
+            self.store.record_outcome(uid, stamp, "failed", f"a view could not be read: {err}")
+            return
+        result = self.predictor.predict_study(grays, explain=True)
+        warnings = list(result.warnings)
+        mismatch = body_part_warning([i["body_part"] for i in radiographs], result.body_part)
+        if mismatch:
+            warnings.append(mismatch)
+        objects = [*secondary_captures(views, grays, result, warnings, self.model),
+                   structured_report(views, result, warnings, self.model)]  # fmt: skip
+        outputs = []
+        for dataset in objects:
+            path = object_path(self.outbox, uid, str(dataset.SOPInstanceUID))
+            buffer = _encode(dataset)
+            outputs.append((str(dataset.SOPInstanceUID), str(write_durably(path, buffer))))
+        answer = {
+            "body_part": result.body_part,
+            "abnormal_prob": float(result.abnormal_prob),
+            "is_abnormal": bool(result.is_abnormal),
+            "warnings": warnings,
+        }
+        if not self.store.record_answer(uid, stamp, answer, outputs, self.destinations):
+            for _, path in outputs:  # a new view arrived meanwhile: this answer is stale
+                Path(path).unlink(missing_ok=True)
+
+
+def _encode(dataset) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
