@@ -1,4 +1,4 @@
-"""Speed, measured as figures and ratios within one run: python scripts/benchmark.py [--only training|inference]
+"""Speed, measured as figures and ratios within one run: python scripts/benchmark.py [--only training|inference|dicom]
 [--quick] --out FILE.json.
 
 training (per process, on CUDA when present, else the CPU; mura_mt/bench/training.py):
@@ -15,6 +15,9 @@ inference (mura_mt/bench/inference.py, runtimes.py and, for the app, serving.py)
     fp32 and int8 at 224 and 320 px, batch 1 and 16, with and without Grad-CAM (``runtimes``), bulk prediction
     against sequential calls, parameters and resident memory of one model vs eight, and the real app through
     gradio_client: cold start, requests/s and p50/p95 at concurrency 1, 4 and 16.
+dicom (mura_mt/bench/dicom.py): synthetic studies through a real Orthanc -> scripts/dicom_node.py -> Orthanc on
+    loopback: studies_per_min, p50_s/p95_s from a study's quiet period ending to its SR stored in Orthanc, and
+    throughput_ratio against in-process Predictor.predict_study with Grad-CAM (goal >= 0.6).
 Every figure is the median of interleaved repeats: the machine is noisy, so read medians and ratios.
 --quick smokes every measurement in seconds (CI runs it); its numbers mean nothing.
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from mura_mt.bench.dicom import dicom_block
 from mura_mt.bench.inference import bulk_block, inference_block
 from mura_mt.bench.runtimes import runtime_block
 from mura_mt.bench.serving import serving_block
@@ -41,7 +45,7 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--only", choices=["training", "inference"], help="measure one block only")
+    parser.add_argument("--only", choices=["training", "inference", "dicom"], help="measure one block only")
     parser.add_argument("--quick", action="store_true", help="smoke every measurement with tiny sizes (for CI)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--loader-size", type=int, default=320, help="image size of the loader measurement")
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["inference"]["runtimes"] = runtime_block(Path(args.checkpoint or DEMO_CHECKPOINT), args.quick)
         report["inference"]["bulk"] = bulk_block(args.checkpoint or str(DEMO_CHECKPOINT), args.quick)
         report["inference"]["serving"] = serving_block(args.checkpoint, args.quick)
+    if args.only in (None, "dicom"):
+        report["dicom"] = dicom_block(args.checkpoint or str(DEMO_CHECKPOINT), args.quick)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return report

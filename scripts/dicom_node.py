@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = NodeSettings(args.ae_title, args.port, args.host, allow, budget, args.max_associations)
     receiver = StorageNode(settings, store, store_dir / "received")
     deliverer = Deliverer(store, args.ae_title, return_to, args.dicomweb)
-    worker = StudyWorker(store, predictor, model, store_dir / "outbox", deliverer.destinations(), args.quiet_seconds)
+    worker = StudyWorker(
+        store, predictor, model, store_dir / "outbox", deliverer.destinations(), args.quiet_seconds,
+        on_answer=deliverer.wake,
+    )  # fmt: skip
+    worker.warm_up()
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

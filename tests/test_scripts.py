@@ -97,6 +97,9 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
         "onnx_fp32_explain_vs_torch_captum_batch1",
         "onnx_int8_vs_torch_fp32_batch1",
     }
+    dicom = report["dicom"]  # Orthanc -> scripts/dicom_node.py -> Orthanc (installed by .ci/run)
+    assert dicom["studies"] == 4 and dicom["studies_per_min"] > 0 and 0 < dicom["p50_s"] <= dicom["p95_s"]
+    assert dicom["throughput_ratio"] > 0
     serving = inference["serving"]
     assert 0 < serving["cold_start_to_first_answer_s"] < 120
     for concurrency in (1, 4, 16):

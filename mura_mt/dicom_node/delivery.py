@@ -8,6 +8,7 @@ keeps one copy (exactly once per answer, as the PACS sees it).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +52,12 @@ class Deliverer:
         self.return_to, self.dicomweb_url = return_to, dicomweb_url
         self.poll, self.timeout = poll, timeout
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Something was queued: send now rather than at the next poll."""
+        self._wake.set()
 
     def destinations(self) -> list[str]:
         return [name for name, there in (("dimse", self.return_to), ("stow", self.dicomweb_url)) if there]
@@ -62,6 +68,7 @@ class Deliverer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
 
@@ -71,7 +78,8 @@ class Deliverer:
                 self.run_once()
             except Exception:
                 logger.exception("delivery pass failed")
-            self._stop.wait(self.poll)
+            self._wake.wait(self.poll)
+            self._wake.clear()
 
     def run_once(self, now: float | None = None) -> int:
         """Send what is due; returns how many objects arrived."""
@@ -103,6 +111,9 @@ class Deliverer:
         if not association.is_established:
             self._fail(batch, f"could not associate with {there.ae_title}@{there.host}:{there.port}", now)
             return 0
+        # pynetdicom leaves Nagle's algorithm on; with it off, 78 objects to Orthanc on loopback took 4.1 s instead
+        # of 5.4 s (Orthanc's own ingest is ~30 ms an instance here, measured through its REST API).
+        association.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sent = 0
         try:
             for item in batch:

@@ -48,13 +48,28 @@ class StudyWorker:
     """Finds quiet studies and answers them; ``run_once`` is one pass (the thread calls it every ``poll`` s)."""
 
     def __init__(self, store: WorklistStore, predictor, model: ModelIdentity, outbox: str | Path,
-                 destinations: list[str], quiet_seconds: float = 10.0, poll: float = 0.5):  # fmt: skip
+                 destinations: list[str], quiet_seconds: float = 10.0, poll: float = 0.1,
+                 on_answer=None):  # fmt: skip
         self.store, self.predictor, self.model = store, predictor, model
+        self.on_answer = on_answer  # called after an answer is queued (the deliverer wakes instead of polling)
         self.outbox = Path(outbox)
         self.destinations = destinations
         self.quiet_seconds, self.poll = quiet_seconds, poll
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def warm_up(self) -> None:
+        """Pay the first study's one-off costs (fonts, highdicom's imports, the model's first call) at start-up:
+        measured 0.74 s for the first answer against 0.03 s for the next."""
+        from PIL import Image
+
+        from mura_mt.dicom_node.outputs import annotated_view, banner_lines
+
+        gray = Image.new("L", (256, 256), 40)
+        result = self.predictor.predict_study([gray], explain=True)
+        annotated_view(gray, result.views[0].heatmap, banner_lines(result, []))
+        import highdicom.sc  # noqa: F401
+        import highdicom.sr  # noqa: F401
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="mura-mt-studies", daemon=True)
@@ -129,6 +144,8 @@ class StudyWorker:
         if not self.store.record_answer(uid, stamp, answer, outputs, self.destinations):
             for _, path in outputs:  # a new view arrived meanwhile: this answer is stale
                 Path(path).unlink(missing_ok=True)
+        elif self.on_answer is not None:
+            self.on_answer()
 
 
 def _encode(dataset) -> bytes:
