@@ -186,3 +186,56 @@ def test_a_study_that_cannot_be_read_is_failed_with_why_and_the_worker_goes_on(t
     assert worker.run_once(now=20.0) == []  # not retried forever
     assert body_part_warning(["WRIST"], "hand").startswith("The images are labelled wrist")
     assert body_part_warning(["WRIST", ""], "wrist") is None and body_part_warning(["CHEST"], "hand") is None
+
+
+def test_retain_hours_deletes_pixels_of_delivered_studies_and_keeps_their_rows(tmp_path):
+    from mura_mt.dicom_node.store import Instance
+
+    store = WorklistStore(tmp_path / "w.sqlite")
+    received = tmp_path / "img.dcm"
+    received.write_bytes(b"x" * 100)
+    store.add_instance(
+        Instance("5.1", "5", "5.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "HAND", str(received), 100), now=1.0
+    )
+    assert store.claim("5", 1.0)
+    answer = {"body_part": "hand", "abnormal_prob": 0.2, "is_abnormal": False, "warnings": []}
+    assert store.record_answer("5", 1.0, answer, [("5.9", str(tmp_path / "sr.dcm"))], ["dimse"])
+    assert store.forget_pixels(before=1e12) == 0  # analysed, not yet delivered: kept
+    store.mark_delivered(store.deliveries("5")[0]["id"])
+    assert store.study("5")["status"] == "delivered"
+    assert store.forget_pixels(before=0.5) == 0  # not old enough
+    assert store.forget_pixels(before=10.0) == 1 and not received.exists()
+    assert store.study("5")["views"] == 1 and store.stored_bytes() == 0  # the row stays; the budget is freed
+
+
+def test_a_study_that_gets_new_views_after_its_answer_is_answered_again(tmp_path, dicom_studies):
+    from mura_mt.dicom_node.outputs import ModelIdentity, read_report
+    from mura_mt.dicom_node.store import Instance
+    from mura_mt.dicom_node.studies import StudyWorker
+    from mura_mt.predictor import Predictor
+    from tests.conftest import REPO
+
+    store = WorklistStore(tmp_path / "w.sqlite")
+    files = sorted(dicom_studies[0].glob("*.dcm"))
+    worker = StudyWorker(store, Predictor.from_pretrained(REPO / "checkpoints/demo"),
+                         ModelIdentity("m", "0" * 64, NODE_AET), tmp_path / "outbox", ["dimse"], 1.0)  # fmt: skip
+
+    def receive(path, now):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        instance = Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID, "CR",
+                            ds.BodyPartExamined, str(path), path.stat().st_size)  # fmt: skip
+        store.add_instance(instance, now=now)
+        return ds.StudyInstanceUID
+
+    uid = receive(files[0], now=1.0)
+    assert worker.run_once(now=1.5) == []  # not quiet yet
+    assert worker.run_once(now=3.0) == [uid]
+    first = [d for d in store.deliveries(uid)]
+    assert len(first) == 2 and store.study(uid)["status"] == "analysed"  # one SC, one SR
+    receive(files[1], now=4.0)  # a late view
+    assert store.study(uid)["status"] == "receiving"
+    assert worker.run_once(now=6.0) == [uid]
+    deliveries = store.deliveries(uid)
+    assert [d["state"] for d in deliveries[:2]] == ["superseded", "superseded"] and len(deliveries) == 5
+    report = read_report(pydicom.dcmread(deliveries[-1]["path"]))
+    assert len(report["images"]) == 2  # the second answer covers both views
