@@ -239,3 +239,24 @@ def test_a_study_that_gets_new_views_after_its_answer_is_answered_again(tmp_path
     assert [d["state"] for d in deliveries[:2]] == ["superseded", "superseded"] and len(deliveries) == 5
     report = read_report(pydicom.dcmread(deliveries[-1]["path"]))
     assert len(report["images"]) == 2  # the second answer covers both views
+
+
+def test_an_unknown_sop_class_is_refused_at_association_and_the_node_keeps_serving(node, dicom_studies):
+    from pynetdicom import AE
+
+    bogus = _view(dicom_studies[0])
+    bogus.SOPClassUID = bogus.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.8.498.999"  # not a storage class
+    bogus.SOPInstanceUID = pydicom.uid.generate_uid()
+    ae = AE(ae_title="ORTHANC")
+    ae.add_requested_context(bogus.SOPClassUID, bogus.file_meta.TransferSyntaxUID)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    association = ae.associate("127.0.0.1", node.settings.port, ae_title=NODE_AET)
+    try:
+        assert association.is_established
+        assert [c.abstract_syntax for c in association.accepted_contexts] == ["1.2.840.10008.1.1"]
+        with pytest.raises(ValueError):
+            association.send_c_store(bogus)
+    finally:
+        association.release()
+    good = _view(dicom_studies[1])
+    assert _send(node.settings.port, good) == 0x0000 and node.store.study(good.StudyInstanceUID)["views"] == 1
