@@ -14,7 +14,7 @@ from mura_mt.data.synthetic_dicom import write_dicom_studies
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, is_own_output, parse_allow
 from mura_mt.dicom_node.store import WorklistStore
 from tests.conftest import free_port
-from tests.orthanc import orthanc, upload
+from tests.orthanc import orthanc, route, upload
 
 pytestmark = pytest.mark.slow
 NODE_AET = "MURAMT"
@@ -37,19 +37,13 @@ def node(tmp_path):
     store.close()
 
 
-def _route(url: str, modality: str, orthanc_ids: list[str]) -> httpx.Response:
-    """Make Orthanc send instances to a modality (what a PACS routing rule does)."""
-    return httpx.post(f"{url}/modalities/{modality}/store", json={"Resources": orthanc_ids, "Synchronous": True},
-                      timeout=120)  # fmt: skip
-
-
 def test_orthanc_routes_studies_to_the_node_and_nothing_is_recorded_twice(node, dicom_studies, tmp_path):
     modalities = {"node": [NODE_AET, "127.0.0.1", node.settings.port]}
     with orthanc(tmp_path / "orthanc", modalities) as (url, _):
         assert httpx.post(f"{url}/modalities/node/echo", json={}, timeout=30).status_code == 200
         files = sorted(p for folder in dicom_studies for p in folder.glob("*.dcm"))
         ids = upload(url, files)
-        assert _route(url, "node", ids).status_code == 200
+        assert route(url, "node", ids).status_code == 200
         for folder in dicom_studies:
             first = pydicom.dcmread(next(folder.glob("*.dcm")))
             row = node.store.study(first.StudyInstanceUID)
@@ -65,7 +59,7 @@ def test_orthanc_routes_studies_to_the_node_and_nothing_is_recorded_twice(node, 
                 assert stat.S_IMODE(os.stat(instance["path"]).st_mode) == 0o600
         stored_files = sorted(node.store_dir.rglob("*.dcm"))
         # Resending the same instances: acknowledged, nothing new.
-        assert _route(url, "node", ids).status_code == 200
+        assert route(url, "node", ids).status_code == 200
         assert sorted(node.store_dir.rglob("*.dcm")) == stored_files
         assert sum(node.store.study(pydicom.dcmread(next(f.glob("*.dcm"))).StudyInstanceUID)["views"]
                    for f in dicom_studies) == len(files)  # fmt: skip
@@ -78,7 +72,7 @@ def test_a_stranger_ae_title_is_refused_at_association(node, dicom_studies, tmp_
     with orthanc(tmp_path / "stranger", modalities, aet="STRANGER") as (url, _):
         assert httpx.post(f"{url}/modalities/node/echo", json={}, timeout=30).status_code != 200
         ids = upload(url, sorted(dicom_studies[0].glob("*.dcm")))
-        assert _route(url, "node", ids).status_code != 200
+        assert route(url, "node", ids).status_code != 200
     assert list(node.store_dir.rglob("*.dcm")) == []
 
 

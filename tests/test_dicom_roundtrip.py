@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pydicom
 import pytest
 
@@ -21,7 +20,7 @@ from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.io import load_radiograph
 from mura_mt.predictor import Predictor
 from tests.conftest import REPO, free_port
-from tests.orthanc import instance_file, orthanc, study_series, upload
+from tests.orthanc import instance_file, orthanc, route, study_series, upload, wait_for
 
 pytestmark = pytest.mark.slow
 NODE = "MURAMT"
@@ -69,16 +68,6 @@ def _ct_study(folder: Path, out: Path) -> Path:
     return out
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def _answers(url: str, study_uid: str) -> tuple[list[pydicom.Dataset], list[pydicom.Dataset]]:
     """(secondary captures, SRs) Orthanc holds for a study."""
     captures, reports = [], []
@@ -109,16 +98,13 @@ def test_orthanc_round_trip(studies, tmp_path):
         try:
             folders = [*studies["plain"], *studies["jpeg2000"], studies["ct"]]
             ids = upload(url, [f for folder in folders for f in sorted(folder.glob("*.dcm"))])
-            routed = httpx.post(
-                f"{url}/modalities/node/store", json={"Resources": ids, "Synchronous": True}, timeout=120
-            )
-            assert routed.status_code == 200
+            assert route(url, "node", ids).status_code == 200
             analysed = [*studies["plain"], *studies["jpeg2000"]]
             for folder in analysed:
                 files = sorted(folder.glob("*.dcm"))
                 originals = [pydicom.dcmread(f) for f in files]
                 study_uid = originals[0].StudyInstanceUID
-                captures, reports = _wait_for(
+                captures, reports = wait_for(
                     lambda: (a := _answers(url, study_uid))[1] and len(a[0]) == len(files) and a,
                     120,
                     f"the answer to {folder.name}",
@@ -151,14 +137,13 @@ def test_orthanc_round_trip(studies, tmp_path):
             assert store.study(ct_uid)["status"] == "skipped" and "CT" in store.study(ct_uid)["detail"]
             assert _answers(url, ct_uid) == ([], [])
             first_uid = pydicom.dcmread(next(analysed[0].glob("*.dcm"))).StudyInstanceUID
-            _wait_for(lambda: store.study(first_uid)["status"] == "delivered", 60, "delivery")
+            wait_for(lambda: store.study(first_uid)["status"] == "delivered", 60, "delivery")
             assert {d["destination"] for d in store.deliveries(first_uid)} == {"dimse", "stow"}
             assert {d["state"] for d in store.deliveries(first_uid)} == {"delivered"}
             # The same instances routed again: acknowledged, nothing new.
             series_before = {f.name: len(study_series(url, pydicom.dcmread(next(f.glob("*.dcm"))).StudyInstanceUID))
                              for f in analysed}  # fmt: skip
-            assert httpx.post(f"{url}/modalities/node/store", json={"Resources": ids, "Synchronous": True},
-                              timeout=120).status_code == 200  # fmt: skip
+            assert route(url, "node", ids).status_code == 200
             time.sleep(3)  # longer than the quiet period
             for folder in analysed:
                 uid = pydicom.dcmread(next(folder.glob("*.dcm"))).StudyInstanceUID
@@ -195,12 +180,12 @@ def test_kill_minus_9_loses_nothing_and_a_destination_that_was_down_gets_the_ans
     assert store.study(study_uid)["views"] == len(files) and store.study(study_uid)["status"] == "receiving"
     node = _start_node(tmp_path, node_port, return_to, 1.0, "node2.log")  # the destination is still down
     try:
-        _wait_for(lambda: any(d["attempts"] >= 1 for d in store.deliveries(study_uid)), 60, "a failed delivery")
+        wait_for(lambda: any(d["attempts"] >= 1 for d in store.deliveries(study_uid)), 60, "a failed delivery")
         assert store.study(study_uid)["status"] == "analysed" and store.study(study_uid)["delivery"].startswith(
             "retrying"
         )
         with orthanc(tmp_path / "orthanc", {}, dicom_port=orthanc_port) as (url, _):  # the destination comes back
-            _wait_for(
+            wait_for(
                 lambda: store.study(study_uid)["status"] == "delivered", 90, "delivery after the destination came back"
             )
             captures, reports = _answers(url, study_uid)

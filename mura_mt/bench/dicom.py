@@ -10,10 +10,7 @@ on the same studies (the cost of DICOM decoding, encoding, the network and the q
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,24 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from mura_mt.bench.orthanc import free_port, orthanc_binary, route, running_orthanc, upload, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 QUIET_S = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def dicom_block(checkpoint: str, quick: bool) -> dict:
@@ -51,8 +34,7 @@ def dicom_block(checkpoint: str, quick: bool) -> dict:
     from mura_mt.io import load_radiograph
     from mura_mt.predictor import Predictor
 
-    binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-    if binary is None:
+    if orthanc_binary() is None:
         return {"skipped": "Orthanc is not installed (apt-get install orthanc)"}
     n_studies = 4 if quick else 24
     with tempfile.TemporaryDirectory(prefix="mura-mt-bench-dicom-") as folder:
@@ -70,52 +52,38 @@ def dicom_block(checkpoint: str, quick: bool) -> dict:
             predictor.predict_study([load_radiograph(str(f)) for f in files[s]], explain=True)
         in_process_per_min = len(studies) / (time.perf_counter() - start) * 60
 
-        node_port, http_port, dicom_port = _free_port(), _free_port(), _free_port()
-        config = {
-            "Name": "mura-mt-bench", "StorageDirectory": str(folder / "orthanc/storage"),
-            "IndexDirectory": str(folder / "orthanc/index"), "HttpPort": http_port, "DicomPort": dicom_port,
-            "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [],
-            "DicomModalities": {"node": ["MURAMT", "127.0.0.1", node_port]}, "DicomAlwaysAllowStore": True,
-        }  # fmt: skip
-        (folder / "orthanc").mkdir()
-        (folder / "orthanc.json").write_text(json.dumps(config))
-        orthanc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)  # fmt: skip
-        node = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts/dicom_node.py"), "--checkpoint", checkpoint, "--ae-title", "MURAMT",
-             "--port", str(node_port), "--host", "127.0.0.1", "--db", str(folder / "node.sqlite"),
-             "--store-dir", str(folder / "node"), "--return-to", f"ORTHANC@127.0.0.1:{dicom_port}",
-             "--quiet-seconds", str(QUIET_S), "--allow", "ORTHANC"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{http_port}"
-        try:
-            _wait(lambda: _answers(httpx, f"{url}/system"), 30, "Orthanc")
-            _wait(lambda: httpx.post(f"{url}/modalities/node/echo", json={}, timeout=5).status_code == 200, 120,
-                  "the node")  # fmt: skip
-            ids = [httpx.post(f"{url}/instances", content=f.read_bytes(), timeout=30).json()["ID"]
-                   for s in studies for f in files[s]]  # fmt: skip
-            routed = time.time()
-            httpx.post(f"{url}/modalities/node/store", json={"Resources": ids, "Synchronous": True}, timeout=600)
-            receive_s = time.time() - routed  # Orthanc's synchronous C-STORE of every instance to the node
-            answered: dict[Path, float] = {}
-            deadline = time.time() + 600
-            while len(answered) < len(studies) and time.time() < deadline:
-                with_report = _studies_with_report(httpx, url)  # one request per poll: the poll must not be the load
-                for s in studies:
-                    if s not in answered and uids[s] in with_report:
-                        answered[s] = time.time()
-                time.sleep(0.1)
-            if len(answered) < len(studies):
-                raise TimeoutError(f"{len(studies) - len(answered)} studies were not answered within 10 minutes")
-            store = WorklistStore(folder / "node.sqlite")
-            latencies = [answered[s] - (store.study(uids[s])["last_instance"] + QUIET_S) for s in studies]
-            store.close()
-        finally:
-            node.send_signal(signal.SIGTERM)
-            orthanc.terminate()
-            node.wait(timeout=60)
-            orthanc.wait(timeout=60)
+        node_port = free_port()
+        with running_orthanc(folder / "orthanc", {"node": ["MURAMT", "127.0.0.1", node_port]}) as (url, dicom_port):
+            node = subprocess.Popen(
+                [sys.executable, str(REPO / "scripts/dicom_node.py"), "--checkpoint", checkpoint, "--ae-title",
+                 "MURAMT", "--port", str(node_port), "--host", "127.0.0.1", "--db", str(folder / "node.sqlite"),
+                 "--store-dir", str(folder / "node"), "--return-to", f"ORTHANC@127.0.0.1:{dicom_port}",
+                 "--quiet-seconds", str(QUIET_S), "--allow", "ORTHANC"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                wait_for(lambda: httpx.post(f"{url}/modalities/node/echo", json={}, timeout=5).status_code == 200,
+                         120, "the node")  # fmt: skip
+                ids = upload(url, [f for s in studies for f in files[s]])
+                routed = time.time()
+                route(url, "node", ids)
+                receive_s = time.time() - routed  # Orthanc's synchronous C-STORE of every instance to the node
+                answered: dict[Path, float] = {}
+                deadline = time.time() + 600
+                while len(answered) < len(studies) and time.time() < deadline:
+                    with_report = _studies_with_report(url)  # one request per poll: the poll must not be the load
+                    for s in studies:
+                        if s not in answered and uids[s] in with_report:
+                            answered[s] = time.time()
+                    time.sleep(0.1)
+                if len(answered) < len(studies):
+                    raise TimeoutError(f"{len(studies) - len(answered)} studies were not answered within 10 minutes")
+                store = WorklistStore(folder / "node.sqlite")
+                latencies = [answered[s] - (store.study(uids[s])["last_instance"] + QUIET_S) for s in studies]
+                store.close()
+            finally:
+                node.send_signal(signal.SIGTERM)
+                node.wait(timeout=60)
     node_per_min = len(studies) / (max(answered.values()) - routed) * 60
     return {
         "studies": len(studies),
@@ -134,14 +102,9 @@ def dicom_block(checkpoint: str, quick: bool) -> dict:
     }
 
 
-def _answers(httpx, url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def _studies_with_report(url: str) -> set[str]:
+    import httpx
 
-
-def _studies_with_report(httpx, url: str) -> set[str]:
     """StudyInstanceUIDs of the studies in which Orthanc holds an SR series."""
     found = httpx.post(
         f"{url}/tools/find", json={"Level": "Series", "Query": {"Modality": "SR"}, "Expand": True}, timeout=10

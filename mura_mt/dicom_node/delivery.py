@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass
 
+from mura_mt.dicom_node.loop import PassLoop
 from mura_mt.dicom_node.store import WorklistStore
 
 logger = logging.getLogger(__name__)
@@ -43,43 +43,20 @@ def backoff(attempts: int) -> float:
     return min(MAX_BACKOFF_S, 2.0**attempts)
 
 
-class Deliverer:
-    """Sends due objects; ``run_once`` is one pass (the thread calls it every ``poll`` s)."""
+class Deliverer(PassLoop):
+    """Sends due objects; ``run_once`` is one pass (the thread calls it every ``poll`` s, or at once on ``wake``)."""
+
+    name = "mura-mt-delivery"
 
     def __init__(self, store: WorklistStore, calling_ae_title: str, return_to: Destination | None,
                  dicomweb_url: str | None = None, poll: float = 0.5, timeout: float = 30.0):  # fmt: skip
+        super().__init__()
         self.store, self.calling_ae_title = store, calling_ae_title
         self.return_to, self.dicomweb_url = return_to, dicomweb_url
         self.poll, self.timeout = poll, timeout
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wake(self) -> None:
-        """Something was queued: send now rather than at the next poll."""
-        self._wake.set()
 
     def destinations(self) -> list[str]:
         return [name for name, there in (("dimse", self.return_to), ("stow", self.dicomweb_url)) if there]
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="mura-mt-delivery", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                logger.exception("delivery pass failed")
-            self._wake.wait(self.poll)
-            self._wake.clear()
 
     def run_once(self, now: float | None = None) -> int:
         """Send what is due; returns how many objects arrived."""

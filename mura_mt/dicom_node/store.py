@@ -109,6 +109,11 @@ class WorklistStore:
             self._local.db = db
         return db
 
+    def _rows(self, sql: str, params: tuple) -> list[dict]:
+        """A read, as a list of dicts."""
+        with self._connection() as db:
+            return [dict(r) for r in db.execute(sql, params).fetchall()]
+
     def add_instance(self, instance: Instance, now: float | None = None) -> bool:
         """Record a received instance; False (and nothing changed) when its SOPInstanceUID is already known."""
         now = time.time() if now is None else now
@@ -142,13 +147,11 @@ class WorklistStore:
     def quiet_studies(self, before: float) -> list[dict]:
         """Studies with nothing new since ``before``: received and not yet answered, or claimed by an analysis that
         never finished (the node was stopped or killed during it)."""
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT * FROM studies WHERE status IN ('receiving', 'waiting') AND last_instance <= ? "
-                "ORDER BY last_instance",
-                (before,),
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self._rows(
+            "SELECT * FROM studies WHERE status IN ('receiving', 'waiting') AND last_instance <= ? "
+            "ORDER BY last_instance",
+            (before,),
+        )
 
     def claim(self, study_uid: str, last_instance: float) -> bool:
         """Mark a quiet study as being analysed; False when a new instance arrived in the meantime."""
@@ -200,11 +203,7 @@ class WorklistStore:
 
     def due_deliveries(self, now: float | None = None) -> list[dict]:
         now = time.time() if now is None else now
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT * FROM deliveries WHERE state = 'pending' AND next_try <= ? ORDER BY id", (now,)
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self._rows("SELECT * FROM deliveries WHERE state = 'pending' AND next_try <= ? ORDER BY id", (now,))
 
     def mark_delivered(self, delivery_id: int) -> None:
         """One object arrived; when a study has nothing left to send, the study is "delivered"."""
@@ -233,40 +232,28 @@ class WorklistStore:
             )
 
     def deliveries(self, study_uid: str) -> list[dict]:
-        with self._connection() as db:
-            rows = db.execute("SELECT * FROM deliveries WHERE study_uid = ? ORDER BY id", (study_uid,)).fetchall()
-        return [dict(r) for r in rows]
+        return self._rows("SELECT * FROM deliveries WHERE study_uid = ? ORDER BY id", (study_uid,))
 
     def forget_pixels(self, before: float) -> int:
         """Delete the received files of studies delivered and quiet since ``before`` (``--retain-hours``); their
         worklist rows stay. Returns how many studies lost their pixel data."""
         with self._connection() as db:
             rows = db.execute(
-                "SELECT i.sop_uid, i.path FROM instances i JOIN studies s ON s.study_uid = i.study_uid "
+                "SELECT i.sop_uid, i.path, i.study_uid FROM instances i JOIN studies s ON s.study_uid = i.study_uid "
                 "WHERE s.status = 'delivered' AND s.last_instance < ? AND i.path != ''",
                 (before,),
             ).fetchall()
-            studies = db.execute(
-                "SELECT COUNT(DISTINCT i.study_uid) FROM instances i JOIN studies s ON s.study_uid = i.study_uid "
-                "WHERE s.status = 'delivered' AND s.last_instance < ? AND i.path != ''",
-                (before,),
-            ).fetchone()[0]
-            for sop_uid, path in rows:
+            for sop_uid, path, _ in rows:
                 Path(path).unlink(missing_ok=True)
                 db.execute("UPDATE instances SET path = '', size = 0 WHERE sop_uid = ?", (sop_uid,))
-        return int(studies)
+        return len({study_uid for _, _, study_uid in rows})
 
     def study(self, study_uid: str) -> dict | None:
-        with self._connection() as db:
-            row = db.execute("SELECT * FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
-        return dict(row) if row else None
+        rows = self._rows("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
+        return rows[0] if rows else None
 
     def instances(self, study_uid: str) -> list[dict]:
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT * FROM instances WHERE study_uid = ? ORDER BY received, sop_uid", (study_uid,)
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self._rows("SELECT * FROM instances WHERE study_uid = ? ORDER BY received, sop_uid", (study_uid,))
 
     def stored_bytes(self) -> int:
         """Bytes of received pixel data the store still references (the disk budget counts these)."""

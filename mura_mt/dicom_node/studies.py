@@ -12,11 +12,11 @@ arrives meanwhile discards the answer, and the study is analysed again with it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
 from mura_mt.dicom_node.files import object_path, write_durably
+from mura_mt.dicom_node.loop import PassLoop
 from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures, structured_report
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.io import InvalidImageError, load_radiograph
@@ -44,19 +44,20 @@ def body_part_warning(examined: list[str], seen: str) -> str | None:
     return None
 
 
-class StudyWorker:
+class StudyWorker(PassLoop):
     """Finds quiet studies and answers them; ``run_once`` is one pass (the thread calls it every ``poll`` s)."""
+
+    name = "mura-mt-studies"
 
     def __init__(self, store: WorklistStore, predictor, model: ModelIdentity, outbox: str | Path,
                  destinations: list[str], quiet_seconds: float = 10.0, poll: float = 0.1,
                  on_answer=None):  # fmt: skip
+        super().__init__()
         self.store, self.predictor, self.model = store, predictor, model
         self.on_answer = on_answer  # called after an answer is queued (the deliverer wakes instead of polling)
         self.outbox = Path(outbox)
         self.destinations = destinations
         self.quiet_seconds, self.poll = quiet_seconds, poll
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def warm_up(self) -> None:
         """Pay the first study's one-off costs (fonts, highdicom's imports, the model's first call) at start-up:
@@ -70,23 +71,6 @@ class StudyWorker:
         annotated_view(gray, result.views[0].heatmap, banner_lines(result, []))
         import highdicom.sc  # noqa: F401
         import highdicom.sr  # noqa: F401
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="mura-mt-studies", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a bad study must not stop the worker; it is marked failed where possible
-                logger.exception("study pass failed")
-            self._stop.wait(self.poll)
 
     def run_once(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
