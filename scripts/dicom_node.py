@@ -1,4 +1,4 @@
-"""The DICOM triage node: python scripts/dicom_node.py --checkpoint CKPT --ae-title AET --port PORT --db FILE.sqlite
+"""The DICOM triage node: python scripts/dicom_node.py --checkpoint CKPT --ae-title AET --port PORT --db FILE_OR_URL
 --store-dir DIR --return-to AET@HOST:PORT [--dicomweb URL] [--quiet-seconds S] [--allow AET[@HOST],...]
 [--host H] [--max-store-gb G] [--max-associations N] [--retain-hours H] [--runtime ...] [--precision ...]
 
@@ -6,8 +6,9 @@ Register it in the PACS (or Orthanc: "DicomModalities") as AET at this host and 
 send to --return-to. It answers C-ECHO, receives studies by C-STORE (written durably before the success status),
 analyses each study once nothing has arrived for --quiet-seconds (CR and DX views; other studies are "skipped"), and
 sends back one RGB Secondary Capture per view (Grad-CAM overlay, burned-in verdict, "NOT FOR DIAGNOSTIC USE") and one
-Comprehensive SR, in new series of the same study. The worklist (--db, SQLite) is its memory: stop it with Ctrl-C or
-kill -9 it at any point; started again, it analyses every acknowledged study and delivers every answer, once.
+Comprehensive SR, in new series of the same study. The worklist (--db: a SQLite file, or a postgresql:// URL that
+several nodes share) is its memory: stop it with Ctrl-C or kill -9 it at any point; started again, it analyses every
+acknowledged study and delivers every answer, once. Nodes on one PostgreSQL never analyse a study twice.
 Research software: not for diagnostic use.
 """
 
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ae-title", required=True, help="this node's AE title (1-16 characters)")
     parser.add_argument("--port", type=int, required=True, help="DICOM port to listen on")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
-    parser.add_argument("--db", required=True, help="the worklist store (SQLite file)")
+    parser.add_argument(
+        "--db", required=True, help="the worklist store: a SQLite file, or a postgresql:// URL shared by several nodes"
+    )
     parser.add_argument("--store-dir", required=True, help="where received instances and outputs are written")
     parser.add_argument("--return-to", required=True, help="AET@HOST:PORT that receives the answers (C-STORE)")
     parser.add_argument("--dicomweb", default=None, help="also send the answers by STOW-RS to this DICOMweb URL")
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--ae-title must have 1 to 16 characters")
 
     store_dir = Path(args.store_dir)
-    store = WorklistStore(args.db)
+    store = WorklistStore(args.db, node=args.ae_title)
     predictor = Predictor.from_pretrained(args.checkpoint, precision=args.precision, runtime=args.runtime)
     config = checkpoint_config(args.checkpoint)
     model = ModelIdentity(

@@ -63,7 +63,7 @@ def test_orthanc_routes_studies_to_the_node_and_nothing_is_recorded_twice(node, 
         assert sorted(node.store_dir.rglob("*.dcm")) == stored_files
         assert sum(node.store.study(pydicom.dcmread(next(f.glob("*.dcm"))).StudyInstanceUID)["views"]
                    for f in dicom_studies) == len(files)  # fmt: skip
-    assert stat.S_IMODE(os.stat(node.store.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(node.store.db.path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(node.store_dir).st_mode) == 0o700
 
 

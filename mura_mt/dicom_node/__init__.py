@@ -3,11 +3,12 @@
 Split by concern, as MONAI Deploy splits its operators; each module is small, testable alone, imports no Gradio, and
 the Predictor imports none of them:
 
-- ``store``: the worklist store (SQLite, WAL): one row per study and one per received instance. The node's memory.
+- ``database``: SQLite (embedded, the default) or PostgreSQL (shared by several nodes) behind one interface.
+- ``store``: the worklist store: one row per study, per received instance and per node's copy of it; the claims that
+  keep two nodes from analysing one study; the worklist order the app shows.
 - ``receive``: the Storage SCP (pynetdicom): C-ECHO, C-STORE of image storage classes in the usual transfer
   syntaxes, each instance written durably BEFORE the success status goes back; allow-list, timeouts, association
   limit, disk budget.
-
-Still to come (the issue's later items): grouping by quiet period and analysis with ``Predictor.predict_study``,
-the Secondary Capture and SR outputs, delivery by C-STORE/STOW-RS with retries, and ``scripts/dicom_node.py``.
+- ``studies``: a study is answered once quiet, with ``Predictor.predict_study``; ``outputs``: its Secondary
+  Captures and SR; ``delivery``: C-STORE/STOW-RS with retries; ``loop``: the background passes they run in.
 """

@@ -1,41 +1,51 @@
-"""The worklist store: what the node has received, and the state of every study. SQLite (standard library) in WAL
-mode, one connection per thread, every change in a transaction: after a kill -9 the file holds exactly the
-instances whose success status went back.
+"""The worklist store: what the nodes have received, the state of every study, and the worklist people read.
+
+One SQLite file (one node, the default) or one PostgreSQL database (several nodes and the app on one list), with
+the same SQL and the same behaviour (``database``). Every change is one transaction: after a kill -9 the store
+holds exactly the instances whose success status went back.
 
 A study row is created by its first instance and counts its views; an instance is recorded once by its
-SOPInstanceUID (the same instance sent again changes nothing). A study that receives a new instance after it was
-answered goes back to "receiving", so it is analysed and answered again. The file is readable by its owner only:
-it holds patient names and ids.
+SOPInstanceUID (the same instance sent again changes nothing). Each node keeps its own copy of the files it
+received (``copies``): a study sent to two nodes is held by both, and analysed by the one that claims it first,
+which must hold every view; the other never touches it. A claim names its node, so a second node never takes a
+study another is analysing; a claim older than ``CLAIM_LEASE_S`` (its node died) may be taken over. A study that
+receives a new instance after it was answered goes back to "receiving", so it is analysed and answered again. A
+SQLite file is readable by its owner only: it holds patient names and ids.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mura_mt.dicom_node.database import Database
+
 STATUSES = ("receiving", "waiting", "analysed", "skipped", "failed", "delivered")
+CLAIM_LEASE_S = 600.0  # an analysis takes seconds; a claim this old belongs to a node that died
+SCHEMA_VERSION = "2"
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
     accession TEXT,
     patient_id TEXT,
     patient_name TEXT,
-    received REAL NOT NULL,        -- first instance, unix seconds
-    last_instance REAL NOT NULL,   -- newest instance: the quiet period counts from here
+    received DOUBLE PRECISION NOT NULL,        -- first instance, unix seconds
+    last_instance DOUBLE PRECISION NOT NULL,   -- newest instance: the quiet period counts from here
     views INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'receiving',
+    node TEXT,                                 -- the node that claimed (and answers) the study
+    claimed DOUBLE PRECISION,
     body_part TEXT,
-    abnormal_prob REAL,
+    abnormal_prob DOUBLE PRECISION,
     is_abnormal INTEGER,
-    warnings TEXT,                 -- JSON list
+    warnings TEXT,                             -- JSON list
     delivery TEXT,
-    detail TEXT,                   -- why a study was skipped or failed
-    read INTEGER NOT NULL DEFAULT 0
+    detail TEXT,                               -- why a study was skipped or failed
+    read INTEGER NOT NULL DEFAULT 0,
+    rev INTEGER NOT NULL DEFAULT 0             -- counts the row's changes: the app polls SUM(rev) for news
 );
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
@@ -44,25 +54,43 @@ CREATE TABLE IF NOT EXISTS instances (
     sop_class TEXT,
     modality TEXT,
     body_part TEXT,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    received REAL NOT NULL
+    received DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS copies (
+    sop_uid TEXT NOT NULL REFERENCES instances(sop_uid),
+    node TEXT NOT NULL,                        -- the node whose disk holds the file
+    path TEXT NOT NULL,                        -- '' once --retain-hours deleted it
+    size BIGINT NOT NULL,
+    PRIMARY KEY (sop_uid, node)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     study_uid TEXT NOT NULL REFERENCES studies(study_uid),
-    sop_uid TEXT NOT NULL,         -- of the object sent (an SC or the SR)
-    path TEXT NOT NULL,            -- written durably before the row exists
-    destination TEXT NOT NULL,     -- "dimse" (C-STORE to --return-to) or "stow" (STOW-RS to --dicomweb)
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, superseded
+    node TEXT NOT NULL,                        -- the node that made the object and sends it
+    sop_uid TEXT NOT NULL,                     -- of the object sent (an SC or the SR)
+    path TEXT NOT NULL,                        -- written durably before the row exists
+    destination TEXT NOT NULL,                 -- "dimse" (C-STORE to --return-to) or "stow" (STOW-RS to --dicomweb)
+    state TEXT NOT NULL DEFAULT 'pending',     -- pending, delivered, superseded
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL DEFAULT 0,
+    next_try DOUBLE PRECISION NOT NULL DEFAULT 0,
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_try);
+CREATE INDEX IF NOT EXISTS copies_by_node ON copies(node);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(node, state, next_try);
 CREATE INDEX IF NOT EXISTS studies_by_status ON studies(status, last_instance);
+CREATE INDEX IF NOT EXISTS studies_by_received ON studies(received);
+CREATE INDEX IF NOT EXISTS studies_worklist_order ON studies(read, (WORKLIST_GROUP), (WORKLIST_KEY), study_uid)
 """
+# The worklist's order: the group a study falls in, then its place in the group (ascending; read studies last).
+ANSWERED = "status IN ('analysed', 'delivered')"
+WORKLIST_GROUP = (
+    f"CASE WHEN {ANSWERED} THEN (CASE WHEN warnings != '[]' THEN 1 WHEN is_abnormal = 1 THEN 0 ELSE 3 END) "
+    "WHEN status IN ('receiving', 'waiting') THEN 2 ELSE 4 END"
+)
+WORKLIST_KEY = f"CASE WHEN {ANSWERED} AND warnings = '[]' AND is_abnormal = 1 THEN -abnormal_prob ELSE -received END"
+WORKLIST_GROUPS = ("abnormal", "warning", "in progress", "normal", "not analysed")
+SCHEMA = SCHEMA.replace("WORKLIST_GROUP", WORKLIST_GROUP).replace("WORKLIST_KEY", WORKLIST_KEY)
 
 
 @dataclass(frozen=True)
@@ -82,200 +110,264 @@ class Instance:
     patient_name: str = ""
 
 
+class SchemaMismatch(RuntimeError):
+    """The database was written by another version of the store."""
+
+
 class WorklistStore:
-    """The node's SQLite file (``path``), safe to use from the receiver's and the worker's threads."""
+    """The worklist at ``target`` (a SQLite file, or a ``postgresql://`` URL) as node ``node`` sees it; safe to use
+    from the receiver's, the worker's and the deliverer's threads. The app, which reads and marks studies as read,
+    may use any node name."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():
-            # Created owner-only before anything is written into it (names and ids are patient data).
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
-        self._local = threading.local()
-        self._db().executescript(SCHEMA)
+    def __init__(self, target: str | Path, node: str = "node"):
+        self.db = Database(target)
+        self.node = node
+        self.db.create(SCHEMA)
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING", (SCHEMA_VERSION,))
+            found = tx.value("SELECT value FROM meta WHERE key = 'schema'")
+        if found != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"the worklist store {self.db} has schema {found}, this mura-mt writes {SCHEMA_VERSION}; "
+                "give the node a new store"
+            )
 
-    def _connection(self) -> _Transaction:
-        return _Transaction(self._db())
+    def _rows(self, sql: str, params: tuple = ()) -> list[dict]:
+        with self.db.transaction() as tx:
+            return tx.rows(sql, params)
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # an acknowledged instance survives a power cut
-            db.execute("PRAGMA foreign_keys=ON")
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return db
-
-    def _rows(self, sql: str, params: tuple) -> list[dict]:
-        """A read, as a list of dicts."""
-        with self._connection() as db:
-            return [dict(r) for r in db.execute(sql, params).fetchall()]
+    # -- receiving ---------------------------------------------------------------------------------------------------
 
     def add_instance(self, instance: Instance, now: float | None = None) -> bool:
-        """Record a received instance; False (and nothing changed) when its SOPInstanceUID is already known."""
+        """Record a received instance and this node's copy of it; False when its SOPInstanceUID was already known
+        (the study is unchanged; the copy is recorded when this node did not hold one)."""
         now = time.time() if now is None else now
-        with self._connection() as db:
-            if db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (instance.sop_uid,)).fetchone():
-                return False
-            db.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "INSERT INTO studies (study_uid, accession, patient_id, patient_name, received, last_instance) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO NOTHING",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO NOTHING",
                 (instance.study_uid, instance.accession, instance.patient_id, instance.patient_name, now, now),
             )
-            db.execute(
-                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tx.lock_study(instance.study_uid)
+            new = tx.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sop_uid) DO NOTHING",
                 (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, instance.modality,
-                 instance.body_part, instance.path, instance.size, now),
-            )  # fmt: skip
-            # A new view re-opens an answered study: it is analysed and answered again.
-            db.execute(
-                "UPDATE studies SET last_instance = ?, views = views + 1, status = 'receiving' WHERE study_uid = ?",
-                (now, instance.study_uid),
+                 instance.body_part, now),
+            ).rowcount == 1  # fmt: skip
+            tx.execute(
+                "INSERT INTO copies VALUES (?, ?, ?, ?) ON CONFLICT (sop_uid, node) DO NOTHING",
+                (instance.sop_uid, self.node, instance.path, instance.size),
             )
-        return True
+            if new:  # a new view re-opens an answered study: it is analysed and answered again
+                tx.execute(
+                    "UPDATE studies SET rev = rev + 1, last_instance = ?, views = views + 1, status = 'receiving' "
+                    "WHERE study_uid = ?",
+                    (now, instance.study_uid),
+                )
+        return new
 
     def instances_known(self, sop_uids: list[str]) -> set[str]:
-        """Which of these SOPInstanceUIDs the store already holds."""
-        with self._connection() as db:
-            marks = ",".join("?" * len(sop_uids))
-            rows = db.execute(f"SELECT sop_uid FROM instances WHERE sop_uid IN ({marks})", sop_uids).fetchall()
-        return {r[0] for r in rows}
+        """Which of these SOPInstanceUIDs this node already holds a copy of."""
+        marks = ",".join("?" * len(sop_uids))
+        rows = self._rows(f"SELECT sop_uid FROM copies WHERE node = ? AND sop_uid IN ({marks})", (self.node, *sop_uids))
+        return {r["sop_uid"] for r in rows}
 
-    def quiet_studies(self, before: float) -> list[dict]:
-        """Studies with nothing new since ``before``: received and not yet answered, or claimed by an analysis that
-        never finished (the node was stopped or killed during it)."""
+    def stored_bytes(self) -> int:
+        """Bytes of received pixel data this node's disk still holds (the disk budget counts these)."""
+        with self.db.transaction() as tx:
+            return int(tx.value("SELECT COALESCE(SUM(size), 0) FROM copies WHERE node = ?", (self.node,)))
+
+    # -- analysing ---------------------------------------------------------------------------------------------------
+
+    def quiet_studies(self, before: float, now: float | None = None) -> list[dict]:
+        """Studies with nothing new since ``before`` that this node may claim: received and not yet answered, with
+        every view on this node's disk; or claimed by an analysis that never finished (this node was stopped or
+        killed during it, or another node's claim is older than the lease)."""
+        now = time.time() if now is None else now
         return self._rows(
-            "SELECT * FROM studies WHERE status IN ('receiving', 'waiting') AND last_instance <= ? "
-            "ORDER BY last_instance",
-            (before,),
+            "SELECT s.* FROM studies s WHERE s.last_instance <= ? AND (s.status = 'receiving' OR "
+            "(s.status = 'waiting' AND (s.node = ? OR s.claimed < ?))) AND s.views = (SELECT COUNT(*) FROM copies c "
+            "JOIN instances i ON i.sop_uid = c.sop_uid WHERE i.study_uid = s.study_uid AND c.node = ?) "
+            "ORDER BY s.last_instance",
+            (before, self.node, now - CLAIM_LEASE_S, self.node),
         )
 
-    def claim(self, study_uid: str, last_instance: float) -> bool:
-        """Mark a quiet study as being analysed; False when a new instance arrived in the meantime."""
-        with self._connection() as db:
-            changed = db.execute(
-                "UPDATE studies SET status = 'waiting' WHERE study_uid = ? AND last_instance = ? "
-                "AND status IN ('receiving', 'waiting')",
-                (study_uid, last_instance),
+    def claim(self, study_uid: str, last_instance: float, now: float | None = None) -> bool:
+        """Mark a quiet study as being analysed by this node; False when a new instance arrived in the meantime or
+        another node claimed it first."""
+        now = time.time() if now is None else now
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE studies SET rev = rev + 1, status = 'waiting', node = ?, claimed = ? WHERE study_uid = ? "
+                "AND last_instance = ? "
+                "AND (status = 'receiving' OR (status = 'waiting' AND (node = ? OR claimed < ?)))",
+                (self.node, now, study_uid, last_instance, self.node, now - CLAIM_LEASE_S),
             ).rowcount
         return changed == 1
+
+    def instances(self, study_uid: str) -> list[dict]:
+        """A study's instances, each with ``path``: this node's copy of the file ('' where it holds none)."""
+        return self._rows(
+            "SELECT i.*, COALESCE(c.path, '') AS path, COALESCE(c.size, 0) AS size FROM instances i "
+            "LEFT JOIN copies c ON c.sop_uid = i.sop_uid AND c.node = ? WHERE i.study_uid = ? "
+            "ORDER BY i.received, i.sop_uid",
+            (self.node, study_uid),
+        )
+
+    def copies(self, study_uid: str) -> list[dict]:
+        """Every node's copies of a study's files (the app shows a study from the node that holds it)."""
+        return self._rows(
+            "SELECT c.*, i.modality, i.sop_class, i.body_part FROM copies c JOIN instances i ON i.sop_uid = c.sop_uid "
+            "WHERE i.study_uid = ? ORDER BY i.received, i.sop_uid, c.node",
+            (study_uid,),
+        )
 
     def record_answer(self, study_uid: str, last_instance: float, answer: dict, outputs: list[tuple[str, str]],
                       destinations: list[str]) -> bool:  # fmt: skip
         """Store an analysed study's answer and queue its objects (``outputs``: (sop_uid, path), already written)
         for every destination, in one transaction. False, and nothing stored, when a new instance arrived while
-        the study was analysed (it will be analysed again with it). Older undelivered answers are superseded."""
-        with self._connection() as db:
-            changed = db.execute(
-                "UPDATE studies SET status = 'analysed', body_part = ?, abnormal_prob = ?, is_abnormal = ?, "
-                "warnings = ?, delivery = 'pending', detail = NULL WHERE study_uid = ? AND last_instance = ? "
-                "AND status = 'waiting'",
+        the study was analysed (it will be analysed again with it) or the claim passed to another node. Older
+        undelivered answers are superseded."""
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE studies SET rev = rev + 1, status = 'analysed', body_part = ?, abnormal_prob = ?, "
+                "is_abnormal = ?, "
+                "warnings = ?, delivery = ?, detail = NULL WHERE study_uid = ? AND last_instance = ? "
+                "AND status = 'waiting' AND node = ?",
                 (answer["body_part"], answer["abnormal_prob"], int(answer["is_abnormal"]),
-                 json.dumps(answer["warnings"]), study_uid, last_instance),
+                 json.dumps(answer["warnings"]), "pending" if destinations else "nowhere to send", study_uid,
+                 last_instance, self.node),
             ).rowcount  # fmt: skip
             if changed != 1:
                 return False
-            db.execute(
+            tx.execute(
                 "UPDATE deliveries SET state = 'superseded' WHERE study_uid = ? AND state = 'pending'", (study_uid,)
             )
-            db.executemany(
-                "INSERT INTO deliveries (study_uid, sop_uid, path, destination) VALUES (?, ?, ?, ?)",
-                [(study_uid, sop, path, dest) for sop, path in outputs for dest in destinations],
+            tx.executemany(
+                "INSERT INTO deliveries (study_uid, node, sop_uid, path, destination) VALUES (?, ?, ?, ?, ?)",
+                [(study_uid, self.node, sop, path, dest) for sop, path in outputs for dest in destinations],
             )
-            if not destinations:
-                db.execute("UPDATE studies SET delivery = 'nowhere to send' WHERE study_uid = ?", (study_uid,))
         return True
 
     def record_outcome(self, study_uid: str, last_instance: float, status: str, detail: str) -> bool:
         """A study that was not answered: "skipped" (nothing to analyse) or "failed" (and why)."""
         if status not in ("skipped", "failed"):
             raise ValueError(f"status must be skipped or failed, got {status!r}")
-        with self._connection() as db:
-            changed = db.execute(
-                "UPDATE studies SET status = ?, detail = ? WHERE study_uid = ? AND last_instance = ? "
-                "AND status = 'waiting'",
-                (status, detail, study_uid, last_instance),
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE studies SET rev = rev + 1, status = ?, detail = ?, warnings = '[]' WHERE study_uid = ? "
+                "AND last_instance = ? AND status = 'waiting' AND node = ?",
+                (status, detail, study_uid, last_instance, self.node),
             ).rowcount
         return changed == 1
 
+    # -- delivering --------------------------------------------------------------------------------------------------
+
     def due_deliveries(self, now: float | None = None) -> list[dict]:
+        """This node's objects due to be sent."""
         now = time.time() if now is None else now
-        return self._rows("SELECT * FROM deliveries WHERE state = 'pending' AND next_try <= ? ORDER BY id", (now,))
+        return self._rows(
+            "SELECT * FROM deliveries WHERE node = ? AND state = 'pending' AND next_try <= ? ORDER BY id",
+            (self.node, now),
+        )
 
     def mark_delivered(self, delivery_id: int) -> None:
         """One object arrived; when a study has nothing left to send, the study is "delivered"."""
-        with self._connection() as db:
-            study_uid = db.execute("SELECT study_uid FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()[0]
-            db.execute("UPDATE deliveries SET state = 'delivered', last_error = NULL WHERE id = ?", (delivery_id,))
-            left = db.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE study_uid = ? AND state = 'pending'", (study_uid,)
-            ).fetchone()[0]
+        with self.db.transaction() as tx:
+            study_uid = tx.value("SELECT study_uid FROM deliveries WHERE id = ?", (delivery_id,))
+            tx.lock_study(study_uid)
+            tx.execute("UPDATE deliveries SET state = 'delivered', last_error = NULL WHERE id = ?", (delivery_id,))
+            left = tx.value("SELECT COUNT(*) FROM deliveries WHERE study_uid = ? AND state = 'pending'", (study_uid,))
             if left == 0:
-                db.execute(
-                    "UPDATE studies SET status = 'delivered', delivery = 'delivered' WHERE study_uid = ? "
+                tx.execute(
+                    "UPDATE studies SET rev = rev + 1, status = 'delivered', delivery = 'delivered' "
+                    "WHERE study_uid = ? "
                     "AND status = 'analysed'",
                     (study_uid,),
                 )
 
     def mark_failed_attempt(self, delivery_id: int, error: str, next_try: float) -> None:
-        with self._connection() as db:
-            db.execute(
+        with self.db.transaction() as tx:
+            study_uid = tx.value("SELECT study_uid FROM deliveries WHERE id = ?", (delivery_id,))
+            tx.lock_study(study_uid)
+            tx.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?",
                 (next_try, error[:500], delivery_id),
             )
-            db.execute(
-                "UPDATE studies SET delivery = ? WHERE study_uid = (SELECT study_uid FROM deliveries WHERE id = ?)",
-                (f"retrying: {error[:200]}", delivery_id),
+            tx.execute(
+                "UPDATE studies SET rev = rev + 1, delivery = ? WHERE study_uid = ?",
+                (f"retrying: {error[:200]}", study_uid),
             )
 
     def deliveries(self, study_uid: str) -> list[dict]:
         return self._rows("SELECT * FROM deliveries WHERE study_uid = ? ORDER BY id", (study_uid,))
 
     def forget_pixels(self, before: float) -> int:
-        """Delete the received files of studies delivered and quiet since ``before`` (``--retain-hours``); their
-        worklist rows stay. Returns how many studies lost their pixel data."""
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT i.sop_uid, i.path, i.study_uid FROM instances i JOIN studies s ON s.study_uid = i.study_uid "
-                "WHERE s.status = 'delivered' AND s.last_instance < ? AND i.path != ''",
-                (before,),
-            ).fetchall()
-            for sop_uid, path, _ in rows:
-                Path(path).unlink(missing_ok=True)
-                db.execute("UPDATE instances SET path = '', size = 0 WHERE sop_uid = ?", (sop_uid,))
-        return len({study_uid for _, _, study_uid in rows})
+        """Delete this node's received files of studies delivered and quiet since ``before`` (``--retain-hours``);
+        their worklist rows stay. Returns how many studies lost their pixel data here."""
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT c.sop_uid, c.path, i.study_uid FROM copies c JOIN instances i ON i.sop_uid = c.sop_uid "
+                "JOIN studies s ON s.study_uid = i.study_uid WHERE c.node = ? AND s.status = 'delivered' "
+                "AND s.last_instance < ? AND c.path != ''",
+                (self.node, before),
+            )
+            for row in rows:
+                Path(row["path"]).unlink(missing_ok=True)
+                tx.execute(
+                    "UPDATE copies SET path = '', size = 0 WHERE sop_uid = ? AND node = ?", (row["sop_uid"], self.node)
+                )
+        return len({row["study_uid"] for row in rows})
+
+    # -- reading -----------------------------------------------------------------------------------------------------
 
     def study(self, study_uid: str) -> dict | None:
         rows = self._rows("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
         return rows[0] if rows else None
 
-    def instances(self, study_uid: str) -> list[dict]:
-        return self._rows("SELECT * FROM instances WHERE study_uid = ? ORDER BY received, sop_uid", (study_uid,))
+    def worklist(self, limit: int = 100, offset: int = 0, status: str | None = None,
+                 since: float | None = None) -> tuple[list[dict], int]:  # fmt: skip
+        """One page of the worklist in reading order, and how many studies match: abnormal without a warning (most
+        probable first), then every answered study with a warning, then studies still arriving or being analysed,
+        then normal, then skipped and failed (each of the last four newest first); read studies after all unread.
+        ``status`` keeps one status; ``since`` keeps studies received at or after it (unix seconds)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if since is not None:
+            where.append("received >= ?")
+            params.append(float(since))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                f"SELECT *, {WORKLIST_GROUP} AS worklist_group FROM studies {clause} "
+                f"ORDER BY read, ({WORKLIST_GROUP}), ({WORKLIST_KEY}), study_uid LIMIT ? OFFSET ?",
+                (*params, int(limit), int(offset)),
+            )
+            total = int(tx.value(f"SELECT COUNT(*) FROM studies {clause}", tuple(params)))
+        for row in rows:
+            row["warnings"] = json.loads(row["warnings"]) if row["warnings"] else []
+            row["group"] = WORKLIST_GROUPS[row.pop("worklist_group")]
+        return rows, total
 
-    def stored_bytes(self) -> int:
-        """Bytes of received pixel data the store still references (the disk budget counts these)."""
-        with self._connection() as db:
-            return int(db.execute("SELECT COALESCE(SUM(size), 0) FROM instances").fetchone()[0])
+    def version(self) -> tuple[int, int]:
+        """(studies, changes): grows with every change any node or reader makes (the app polls it, cheaply)."""
+        with self.db.transaction() as tx:
+            row = tx.rows("SELECT COUNT(*) AS studies, COALESCE(SUM(rev), 0) AS changes FROM studies")[0]
+        return int(row["studies"]), int(row["changes"])
+
+    def set_read(self, study_uid: str, read: bool = True) -> bool:
+        """Mark a study as read (or not); False when no such study."""
+        with self.db.transaction() as tx:
+            return (
+                tx.execute(
+                    "UPDATE studies SET rev = rev + 1, read = ? WHERE study_uid = ?", (int(read), study_uid)
+                ).rowcount
+                == 1
+            )
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
-
-
-class _Transaction:
-    """``with`` block = one IMMEDIATE transaction (the write lock is taken at once, so two writers never deadlock)."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, kind, value, traceback) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        self.db.close()

@@ -101,6 +101,15 @@ class StudyWorker(PassLoop):
             self.store.record_outcome(uid, stamp, "skipped", f"no projection radiograph (CR or DX); held: {held}")
             logger.info(f"skipped a study without projection radiographs ({held})")
             return
+        deleted = [i for i in radiographs if not i["path"]]
+        if deleted:
+            self.store.record_outcome(
+                uid,
+                stamp,
+                "failed",
+                f"{len(deleted)} earlier view(s) were deleted after --retain-hours; send them again",
+            )
+            return
         try:
             views = [pydicom.dcmread(i["path"]) for i in radiographs]
             grays = [load_radiograph(i["path"]) for i in radiographs]

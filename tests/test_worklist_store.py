@@ -1,0 +1,198 @@
+"""The worklist store behaves the same on SQLite and on a REAL PostgreSQL server: receiving, claims between nodes,
+answers, the worklist order, paging and filters, read marks, and change detection."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+
+import pytest
+
+from mura_mt.dicom_node.store import CLAIM_LEASE_S, Instance, SchemaMismatch, WorklistStore
+from tests.postgres import postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    with postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """A fresh, empty worklist database of each kind."""
+    if request.param == "sqlite":
+        return str(tmp_path / "worklist.sqlite")
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
+_sops = itertools.count(1)
+
+
+def view(study: str, modality: str = "CR", path: str = "/node/file.dcm", sop: str | None = None, **patient) -> Instance:
+    sop = sop or f"1.2.3.{next(_sops)}"
+    return Instance(sop, study, f"{study}.1", "1.2.840.10008.5.1.4.1.1.1", modality, "WRIST", path, 100, **patient)
+
+
+ANSWER = {"body_part": "wrist", "abnormal_prob": 0.5, "is_abnormal": False, "warnings": []}
+
+
+def answered(store: WorklistStore, study: str, at: float, prob: float, abnormal: bool, warnings=()) -> None:
+    """A study received at ``at`` and answered."""
+    store.add_instance(view(study, accession=f"A-{study}", patient_id="P", patient_name="Doe^Jane"), now=at)
+    assert store.claim(study, at, now=at + 20)
+    answer = {**ANSWER, "abnormal_prob": prob, "is_abnormal": abnormal, "warnings": list(warnings)}
+    assert store.record_answer(study, at, answer, [("9.9", "/out/sc.dcm")], ["dimse"])
+
+
+def test_an_instance_is_recorded_once_and_each_node_keeps_its_own_copy(target):
+    a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
+    first = view("1", patient_id="P1", patient_name="Doe^Jane", accession="ACC1")
+    assert a.add_instance(first, now=10)
+    assert not a.add_instance(first, now=11)  # sent again: nothing changes
+    assert not b.add_instance(first, now=12)  # the same view at another node: a copy, not a new view
+    assert a.study("1")["views"] == 1 and a.study("1")["last_instance"] == 10
+    assert a.instances_known([first.sop_uid, "nope"]) == {first.sop_uid} == b.instances_known([first.sop_uid])
+    assert sorted(c["node"] for c in a.copies("1")) == ["A", "B"]
+    assert a.stored_bytes() == b.stored_bytes() == 100
+    assert a.study("1")["patient_name"] == "Doe^Jane" and a.study("1")["accession"] == "ACC1"
+
+
+def test_a_study_sent_to_two_nodes_is_claimed_by_one(target):
+    a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
+    for store in (a, b):
+        store.add_instance(view("1", sop="1.1"), now=10)
+    assert [s["study_uid"] for s in a.quiet_studies(100, now=100)] == ["1"]
+    assert a.claim("1", 10, now=100)
+    assert b.quiet_studies(100, now=100) == []  # A is analysing it
+    assert not b.claim("1", 10, now=100)
+    assert not b.record_answer("1", 10, ANSWER, [], ["dimse"])  # a node without the claim cannot answer it
+    assert a.record_answer("1", 10, ANSWER, [("9.9", "/out/sc.dcm")], ["dimse"])
+    assert a.study("1")["node"] == "A" and a.study("1")["status"] == "analysed"
+    assert len(a.due_deliveries()) == 1 and b.due_deliveries() == []  # the node that answered sends
+
+
+def test_only_a_node_holding_every_view_claims(target):
+    a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
+    a.add_instance(view("1", sop="1.1"), now=10)
+    b.add_instance(view("1", sop="1.1"), now=10)
+    b.add_instance(view("1", sop="1.2"), now=11)  # only B received the second view
+    assert a.quiet_studies(100, now=100) == []
+    assert [s["study_uid"] for s in b.quiet_studies(100, now=100)] == ["1"]
+
+
+def test_a_dead_nodes_claim_is_taken_over_after_the_lease(target):
+    a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
+    for store in (a, b):
+        store.add_instance(view("1", sop="1.1"), now=10)
+    assert a.claim("1", 10, now=100)
+    assert not b.claim("1", 10, now=100 + CLAIM_LEASE_S - 1)
+    assert [s["study_uid"] for s in a.quiet_studies(200, now=200)] == ["1"]  # A restarted: its own claim is open
+    assert b.claim("1", 10, now=101 + CLAIM_LEASE_S)
+    assert not a.record_answer("1", 10, ANSWER, [], ["dimse"])  # A's late answer is refused
+    assert b.record_answer("1", 10, ANSWER, [], ["dimse"])
+
+
+def test_a_new_view_during_the_analysis_discards_the_answer(target):
+    store = WorklistStore(target, node="A")
+    store.add_instance(view("1"), now=10)
+    assert store.claim("1", 10, now=100)
+    store.add_instance(view("1"), now=101)
+    assert not store.record_answer("1", 10, ANSWER, [], ["dimse"])
+    assert store.study("1")["status"] == "receiving" and store.study("1")["views"] == 2
+
+
+def test_racing_claims_from_four_nodes_never_analyse_a_study_twice(target):
+    nodes = [WorklistStore(target, node=name) for name in "ABCD"]  # one study worker each, as a node runs
+    studies = [f"s{i}" for i in range(40)]
+    for uid in studies:
+        for node in nodes:
+            node.add_instance(view(uid, sop=f"{uid}.1"), now=10)
+    won = {node.node: [] for node in nodes}
+
+    def work(node: WorklistStore) -> None:
+        for study in node.quiet_studies(100, now=100):
+            if node.claim(study["study_uid"], study["last_instance"], now=100):
+                won[node.node].append(study["study_uid"])
+
+    threads = [threading.Thread(target=work, args=(node,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(sum(won.values(), [])) == sorted(studies)  # every study claimed, none twice
+
+
+def test_the_worklist_order_groups_read_marks_and_paging(target):
+    store = WorklistStore(target, node="A")
+    answered(store, "abn-low", at=10, prob=0.7, abnormal=True)
+    answered(store, "abn-high", at=11, prob=0.95, abnormal=True)
+    answered(store, "warn-old", at=12, prob=0.9, abnormal=True, warnings=["looks unlike the training images"])
+    answered(store, "warn-new", at=13, prob=0.1, abnormal=False, warnings=["uncertain body part"])
+    answered(store, "normal-old", at=14, prob=0.1, abnormal=False)
+    answered(store, "normal-new", at=15, prob=0.2, abnormal=False)
+    store.add_instance(view("arriving"), now=16)
+    store.add_instance(view("ct", modality="CT"), now=17)
+    assert store.claim("ct", 17, now=40)
+    assert store.record_outcome("ct", 17, "skipped", "no projection radiograph")
+    store.add_instance(view("broken"), now=18)
+    assert store.claim("broken", 18, now=40)
+    assert store.record_outcome("broken", 18, "failed", "a view could not be read")
+    order = ["abn-high", "abn-low", "warn-new", "warn-old", "arriving", "normal-new", "normal-old", "broken", "ct"]
+    rows, total = store.worklist()
+    assert [r["study_uid"] for r in rows] == order and total == 9
+    assert [r["group"] for r in rows[:5]] == ["abnormal", "abnormal", "warning", "warning", "in progress"]
+    assert rows[2]["warnings"] == ["uncertain body part"] and rows[0]["patient_name"] == "Doe^Jane"
+
+    assert store.set_read("abn-high") and not store.set_read("no-such-study")
+    rows, _ = store.worklist()
+    assert [r["study_uid"] for r in rows] == [*order[1:], "abn-high"]  # read studies sink to the bottom
+    assert store.set_read("abn-high", False)
+
+    page, total = store.worklist(limit=3, offset=3)
+    assert [r["study_uid"] for r in page] == order[3:6] and total == 9
+    assert [r["study_uid"] for r in store.worklist(status="failed")[0]] == ["broken"]
+    assert [r["study_uid"] for r in store.worklist(since=15)[0]] == ["arriving", "normal-new", "broken", "ct"]
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.worklist(status="urgent")
+
+
+def test_the_version_moves_with_every_change_a_reader_sees(target):
+    store = WorklistStore(target, node="A")
+    seen = [store.version()]
+    store.add_instance(view("1"), now=10)
+    seen.append(store.version())
+    assert store.claim("1", 10, now=100)
+    seen.append(store.version())
+    assert store.record_answer("1", 10, ANSWER, [("9.9", "/out/sc.dcm")], ["dimse"])
+    seen.append(store.version())
+    store.mark_delivered(store.due_deliveries()[0]["id"])
+    seen.append(store.version())
+    store.set_read("1")
+    seen.append(store.version())
+    assert len(set(seen)) == len(seen)
+    assert store.version() == seen[-1]  # and stays put when nothing changes
+
+
+def test_a_store_of_another_schema_is_refused_with_what_to_do(target):
+    WorklistStore(target, node="A")
+    with WorklistStore(target).db.transaction() as tx:
+        tx.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    with pytest.raises(SchemaMismatch, match="schema 1.*new store"):
+        WorklistStore(target, node="A")
+
+
+def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():
+    from mura_mt.bench.orthanc import free_port
+
+    url = f"postgresql://mura:s3cret@127.0.0.1:{free_port()}/mura"
+    with pytest.raises(ConnectionError, match=r"cannot reach the worklist database postgresql://mura:\*\*\*@") as err:
+        WorklistStore(url)
+    assert "s3cret" not in str(err.value)
