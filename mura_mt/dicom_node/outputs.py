@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -27,6 +28,15 @@ class ModelIdentity:
     name: str  # e.g. "mura-mt resnet18 (checkpoints/demo)"
     weights_sha256: str
     node_ae_title: str
+
+    @classmethod
+    def of(cls, checkpoint, node_ae_title: str) -> ModelIdentity:
+        """The identity of the checkpoint a node serves (its backbone, folder name and weights' sha256)."""
+        from mura_mt.checkpoint import checkpoint_config
+
+        config = checkpoint_config(checkpoint)
+        name = f"mura-mt {config['model']['backbone']} ({Path(str(checkpoint)).name})"
+        return cls(name, config["weights_sha256"], node_ae_title)
 
 
 def concept(code: str, meaning: str):

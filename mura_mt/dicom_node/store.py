@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS studies (
     abnormal_prob DOUBLE PRECISION,
     is_abnormal INTEGER,
     warnings TEXT,                             -- JSON list
+    answer TEXT,                               -- JSON: the whole answer, each view's included
     delivery TEXT,
     detail TEXT,                               -- why a study was skipped or failed
     read INTEGER NOT NULL DEFAULT 0,
@@ -224,7 +225,8 @@ class WorklistStore:
 
     def record_answer(self, study_uid: str, last_instance: float, answer: dict, outputs: list[tuple[str, str]],
                       destinations: list[str]) -> bool:  # fmt: skip
-        """Store an analysed study's answer and queue its objects (``outputs``: (sop_uid, path), already written)
+        """Store an analysed study's answer (body_part, abnormal_prob, is_abnormal, warnings, and the whole answer as
+        ``result``) and queue its objects (``outputs``: (sop_uid, path), already written)
         for every destination, in one transaction. False, and nothing stored, when a new instance arrived while
         the study was analysed (it will be analysed again with it) or the claim passed to another node. Older
         undelivered answers are superseded."""
@@ -232,10 +234,11 @@ class WorklistStore:
             changed = tx.execute(
                 "UPDATE studies SET rev = rev + 1, status = 'analysed', body_part = ?, abnormal_prob = ?, "
                 "is_abnormal = ?, "
-                "warnings = ?, delivery = ?, detail = NULL WHERE study_uid = ? AND last_instance = ? "
+                "warnings = ?, answer = ?, delivery = ?, detail = NULL WHERE study_uid = ? AND last_instance = ? "
                 "AND status = 'waiting' AND node = ?",
                 (answer["body_part"], answer["abnormal_prob"], int(answer["is_abnormal"]),
-                 json.dumps(answer["warnings"]), "pending" if destinations else "nowhere to send", study_uid,
+                 json.dumps(answer["warnings"]), json.dumps(answer.get("result"), default=float),
+                 "pending" if destinations else "nowhere to send", study_uid,
                  last_instance, self.node),
             ).rowcount  # fmt: skip
             if changed != 1:

@@ -133,6 +133,7 @@ class StudyWorker(PassLoop):
             "abnormal_prob": float(result.abnormal_prob),
             "is_abnormal": bool(result.is_abnormal),
             "warnings": warnings,
+            "result": {**result.to_dict(), "warnings": warnings},
         }
         if not self.store.record_answer(uid, stamp, answer, outputs, self.destinations):
             for _, path in outputs:  # a new view arrived meanwhile: this answer is stale
