@@ -5,9 +5,6 @@ acknowledgement and analysis loses nothing, and a destination that is down gets 
 
 import io
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,38 +17,12 @@ from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.io import load_radiograph
 from mura_mt.predictor import Predictor
 from tests.conftest import REPO, free_port
+from tests.node_process import start_node, stop_node
 from tests.orthanc import instance_file, orthanc, route, study_series, upload, wait_for
 
 pytestmark = pytest.mark.slow
 NODE = "MURAMT"
 SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7"
-
-
-def _start_node(tmp: Path, port: int, return_to: str, quiet: float, log_name: str, *extra: str) -> subprocess.Popen:
-    log = open(tmp / log_name, "w")
-    command = [sys.executable, "scripts/dicom_node.py", "--checkpoint", "checkpoints/demo", "--ae-title", NODE,
-               "--port", str(port), "--host", "127.0.0.1", "--db", str(tmp / "worklist.sqlite"),
-               "--store-dir", str(tmp / "store"), "--return-to", return_to, "--quiet-seconds", str(quiet),
-               "--allow", "ORTHANC", *extra]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    from pynetdicom import AE
-
-    for _ in range(300):  # ready when it answers C-ECHO
-        if process.poll() is not None:
-            pytest.fail(f"dicom_node.py exited: {(tmp / log_name).read_text()[-3000:]}")
-        ae = AE(ae_title="ORTHANC")
-        ae.add_requested_context("1.2.840.10008.1.1")
-        association = ae.associate("127.0.0.1", port, ae_title=NODE)
-        if association.is_established:
-            association.release()
-            return process
-        time.sleep(0.2)
-    pytest.fail("dicom_node.py did not answer C-ECHO within 60 s")
-
-
-def _stop(process: subprocess.Popen, kill: bool = False) -> None:
-    process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-    process.wait(timeout=60)
 
 
 def _ct_study(folder: Path, out: Path) -> Path:
@@ -93,7 +64,7 @@ def test_orthanc_round_trip(studies, tmp_path):
     node_port, orthanc_port = free_port(), free_port()
     reference = Predictor.from_pretrained(REPO / "checkpoints/demo", precision="auto", runtime="auto")
     with orthanc(tmp_path / "orthanc", {"node": [NODE, "127.0.0.1", node_port]}, dicom_port=orthanc_port) as (url, _):
-        node = _start_node(tmp_path, node_port, f"ORTHANC@127.0.0.1:{orthanc_port}", 1.0, "node.log",
+        node = start_node(tmp_path, node_port, f"ORTHANC@127.0.0.1:{orthanc_port}", 1.0, "node.log",
                            "--dicomweb", f"{url}/dicom-web")  # fmt: skip
         try:
             folders = [*studies["plain"], *studies["jpeg2000"], studies["ct"]]
@@ -150,7 +121,7 @@ def test_orthanc_round_trip(studies, tmp_path):
                 assert len(study_series(url, uid)) == series_before[folder.name]
                 assert len(store.deliveries(uid)) == 2 * (len(list(folder.glob("*.dcm"))) + 1)
         finally:
-            _stop(node)
+            stop_node(node)
 
 
 def _send(port: int, files: list[Path]) -> None:
@@ -173,12 +144,12 @@ def test_kill_minus_9_loses_nothing_and_a_destination_that_was_down_gets_the_ans
     files = sorted(studies["plain"][1].glob("*.dcm"))
     study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
     return_to = f"ORTHANC@127.0.0.1:{orthanc_port}"
-    node = _start_node(tmp_path, node_port, return_to, 300.0, "node1.log")  # never quiet before the kill
+    node = start_node(tmp_path, node_port, return_to, 300.0, "node1.log")  # never quiet before the kill
     _send(node_port, files)  # acknowledged...
-    _stop(node, kill=True)  # ...and killed before any analysis
+    stop_node(node, kill=True)  # ...and killed before any analysis
     store = WorklistStore(tmp_path / "worklist.sqlite")
     assert store.study(study_uid)["views"] == len(files) and store.study(study_uid)["status"] == "receiving"
-    node = _start_node(tmp_path, node_port, return_to, 1.0, "node2.log")  # the destination is still down
+    node = start_node(tmp_path, node_port, return_to, 1.0, "node2.log")  # the destination is still down
     try:
         wait_for(lambda: any(d["attempts"] >= 1 for d in store.deliveries(study_uid)), 60, "a failed delivery")
         assert store.study(study_uid)["status"] == "analysed" and store.study(study_uid)["delivery"].startswith(
@@ -191,7 +162,7 @@ def test_kill_minus_9_loses_nothing_and_a_destination_that_was_down_gets_the_ans
             captures, reports = _answers(url, study_uid)
             assert len(reports) == 1 and len(captures) == len(files)  # each object once
     finally:
-        _stop(node)
+        stop_node(node)
     deliveries = store.deliveries(study_uid)
     assert len(deliveries) == len(files) + 1 and {d["state"] for d in deliveries} == {"delivered"}
     assert len({d["sop_uid"] for d in deliveries}) == len(deliveries)  # analysed once: one set of objects

@@ -100,7 +100,9 @@ class DicomNode:
             self._sweeper.start()
         o = self.options
         where = f"{o.return_to.ae_title}@{o.return_to.host}:{o.return_to.port}" if o.return_to else o.dicomweb
-        logger.info(f"mura-mt DICOM node {o.ae_title} on {o.host}:{o.port}, answers to {where}, worklist {self.store.db}")
+        logger.info(
+            f"mura-mt DICOM node {o.ae_title} on {o.host}:{o.port}, answers to {where}, worklist {self.store.db}"
+        )
 
     def stop(self) -> None:
         self._stop.set()
