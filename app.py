@@ -18,6 +18,7 @@ takes longer than ``time_limit`` seconds answers with a clean error and frees it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import hmac
 import logging
@@ -36,6 +37,9 @@ except ImportError:
     spaces = None
 import gradio as gr
 
+from mura_mt.dicom_node.node import DicomNode, NodeOptions, add_node_options
+from mura_mt.dicom_node.outputs import ModelIdentity
+from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.explain import overlay
 from mura_mt.io import InvalidImageError, load_radiograph
 from mura_mt.labels import BODY_PARTS
@@ -67,10 +71,12 @@ def build_demo(
     concurrency: int = DEFAULT_CONCURRENCY,
     time_limit: float = DEFAULT_TIME_LIMIT_S,
     cache_examples: bool = True,
+    worklist=None,
 ) -> gr.Blocks:
     """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
     analysis longer than ``time_limit`` seconds is answered with an error. ``examples`` are answered at launch
-    (``cache_examples``) so that clicking one shows its result at once."""
+    (``cache_examples``) so that clicking one shows its result at once. With a ``worklist`` store the page has two
+    tabs, the upload and the worklist (``mura_mt.worklist_tab``), and the API has ``/worklist``."""
 
     pictures = _PictureFiles()
     # The analyses run here, so a request can stop waiting for one that is too slow; the thread finishes it in
@@ -160,45 +166,52 @@ def build_demo(
             render=False,
         )
         details = gr.JSON(label="study result", elem_id="details", render=False)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=280):
-                files = gr.File(
-                    label="Radiographs of one study (PNG, JPEG or DICOM)",
-                    file_count="multiple",
-                    file_types=FILE_TYPES,
-                    type="filepath",
-                    elem_id="upload",
-                )
-                part = gr.Dropdown(
-                    ["auto", *BODY_PARTS],
-                    value="auto",
-                    label="Body part",
-                    elem_id="body-part",
-                    info="auto: the body-part head decides which anomaly head answers",
-                )
-                explain = gr.Checkbox(value=True, label="Show Grad-CAM explanation", elem_id="explain")
-                run = gr.Button("Analyze", variant="primary", elem_id="analyze")
-                if examples:
-                    # Answered once at start-up, so a click on an example shows its result at once.
-                    gr.Examples(
-                        [[[path], "auto", True] for path in examples],
-                        [files, part, explain],
-                        [details, gallery, verdict, part_probs],
-                        fn=predict_study,
-                        cache_examples=cache_examples,
-                        # ZeroGPU attaches a GPU to requests only, so there the first click fills the cache.
-                        cache_mode="lazy" if _on_zero_gpu() else "eager",
-                        label="Examples (synthetic radiographs)",
-                        api_visibility="private",
-                        elem_id="examples",
-                    )
-            with gr.Column(scale=2, min_width=320):
-                verdict.render()
-                part_probs.render()
-                gallery.render()
-                with gr.Accordion("Details (JSON)", open=False):
-                    details.render()
-        gr.Markdown(HOW_TO_READ)
+        # Without a worklist the page is one view, as it always was; with one, that view is the first tab.
+        with gr.Tabs() if worklist is not None else contextlib.nullcontext():
+            with gr.Tab("Analyse images", id="upload") if worklist is not None else contextlib.nullcontext():
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=280):
+                        files = gr.File(
+                            label="Radiographs of one study (PNG, JPEG or DICOM)",
+                            file_count="multiple",
+                            file_types=FILE_TYPES,
+                            type="filepath",
+                            elem_id="upload",
+                        )
+                        part = gr.Dropdown(
+                            ["auto", *BODY_PARTS],
+                            value="auto",
+                            label="Body part",
+                            elem_id="body-part",
+                            info="auto: the body-part head decides which anomaly head answers",
+                        )
+                        explain = gr.Checkbox(value=True, label="Show Grad-CAM explanation", elem_id="explain")
+                        run = gr.Button("Analyze", variant="primary", elem_id="analyze")
+                        if examples:
+                            # Answered once at start-up, so a click on an example shows its result at once.
+                            gr.Examples(
+                                [[[path], "auto", True] for path in examples],
+                                [files, part, explain],
+                                [details, gallery, verdict, part_probs],
+                                fn=predict_study,
+                                cache_examples=cache_examples,
+                                # ZeroGPU attaches a GPU to requests only, so there the first click fills the cache.
+                                cache_mode="lazy" if _on_zero_gpu() else "eager",
+                                label="Examples (synthetic radiographs)",
+                                api_visibility="private",
+                                elem_id="examples",
+                            )
+                    with gr.Column(scale=2, min_width=320):
+                        verdict.render()
+                        part_probs.render()
+                        gallery.render()
+                        with gr.Accordion("Details (JSON)", open=False):
+                            details.render()
+                gr.Markdown(HOW_TO_READ)
+            if worklist is not None:
+                from mura_mt.worklist_tab import worklist_tab
+
+                worklist_tab(worklist, predictor)
         run.click(
             predict_study,
             [files, part, explain],
@@ -352,6 +365,11 @@ def check_login(credentials: dict[str, str]):
     return check
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach a server on these addresses."""
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
 def resolve_checkpoint_arg(cli_value: str | None) -> str:
     return cli_value or os.environ.get("MURA_MT_CHECKPOINT") or str(DEMO_CHECKPOINT)
 
@@ -392,11 +410,40 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--auth-file", default=None, help="turn on login: one user:password a line")
     parser.add_argument("--no-mcp", action="store_true", help="do not serve /predict and /predict_study as MCP tools")
+    site = parser.add_argument_group(
+        "worklist and DICOM node",
+        "--worklist-db alone shows the worklist of nodes that run elsewhere; with --dicom-port this process is also "
+        "a node (scripts/dicom_node.py explains the node's options), sharing the app's model",
+    )
+    site.add_argument(
+        "--worklist-db",
+        default=os.environ.get("MURA_MT_WORKLIST_DB"),
+        help="the worklist store: a SQLite file or a postgresql:// URL (env MURA_MT_WORKLIST_DB)",
+    )
+    site.add_argument("--dicom-port", type=int, default=None, help="run a DICOM node on this port")
+    site.add_argument("--dicom-ae-title", default="MURAMT", help="the node's AE title (default MURAMT)")
+    site.add_argument("--dicom-host", default="0.0.0.0", help="address the node listens on (default: all)")
+    add_node_options(site)
     args = parser.parse_args(argv)
     try:
         credentials = load_credentials(args.auth_file, os.environ.get("MURA_MT_AUTH"))
     except AuthError as err:
         parser.error(str(err))
+    if args.dicom_port is not None and not args.worklist_db:
+        parser.error("--dicom-port needs --worklist-db: the node's memory and the worklist the app shows")
+    if args.worklist_db and not credentials and not is_loopback(args.host):
+        parser.error(
+            f"the worklist shows patients' names and ids, so on --host {args.host} it needs a login: set "
+            "MURA_MT_AUTH=user:password or --auth-file FILE (or serve on 127.0.0.1)"
+        )
+    node_options = None
+    if args.dicom_port is not None:
+        try:
+            node_options = NodeOptions.from_args(
+                args, args.dicom_ae_title, args.dicom_port, args.dicom_host, args.worklist_db
+            )
+        except ValueError as err:
+            parser.error(str(err))
     checkpoint = resolve_checkpoint_arg(args.checkpoint)
     # Gradio's MCP route does not go through the login, so a protected app must not open it.
     serve_mcp = not args.no_mcp and not credentials
@@ -417,7 +464,16 @@ def main(argv: list[str] | None = None) -> None:
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
     # for one checkpoint are never shown for another.
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="mura-mt-examples-"))
-    demo = build_demo(predictor, examples, concurrency=args.concurrency, time_limit=args.time_limit)
+    store = node = None
+    if args.worklist_db:
+        try:
+            store = WorklistStore(args.worklist_db, node=args.dicom_ae_title)
+        except (ConnectionError, RuntimeError) as err:
+            parser.error(str(err))
+    if node_options is not None:
+        node = DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, args.dicom_ae_title))
+        node.start()
+    demo = build_demo(predictor, examples, concurrency=args.concurrency, time_limit=args.time_limit, worklist=store)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=args.concurrency, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
     demo.launch(
@@ -436,6 +492,8 @@ def main(argv: list[str] | None = None) -> None:
         auth=check_login(credentials) if credentials else None,
         auth_message="mura-mt: sign in to use this research demo." if credentials else None,
     )
+    if node is not None:
+        node.stop()
 
 
 if __name__ == "__main__":

@@ -325,8 +325,9 @@ class WorklistStore:
     # -- reading -----------------------------------------------------------------------------------------------------
 
     def study(self, study_uid: str) -> dict | None:
+        """A study's row, its warnings as a list; None when the store has no such study."""
         rows = self._rows("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
-        return rows[0] if rows else None
+        return _decoded(rows[0]) if rows else None
 
     def worklist(self, limit: int = 100, offset: int = 0, status: str | None = None,
                  since: float | None = None) -> tuple[list[dict], int]:  # fmt: skip
@@ -352,8 +353,7 @@ class WorklistStore:
             )
             total = int(tx.value(f"SELECT COUNT(*) FROM studies {clause}", tuple(params)))
         for row in rows:
-            row["warnings"] = json.loads(row["warnings"]) if row["warnings"] else []
-            row["group"] = WORKLIST_GROUPS[row.pop("worklist_group")]
+            _decoded(row)["group"] = WORKLIST_GROUPS[row.pop("worklist_group")]
         return rows, total
 
     def version(self) -> tuple[int, int]:
@@ -374,3 +374,8 @@ class WorklistStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _decoded(row: dict) -> dict:
+    row["warnings"] = json.loads(row["warnings"]) if row["warnings"] else []
+    return row

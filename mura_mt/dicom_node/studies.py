@@ -33,6 +33,11 @@ PROJECTION_SOP_CLASSES = (
 PART_OF_TERM = {term: part for part, term in BODY_PART_TERMS.items()}
 
 
+def is_radiograph(instance: dict) -> bool:
+    """A projection radiograph (CR or DX), by modality or by SOP class: what the model may analyse."""
+    return instance["modality"] in PROJECTION_MODALITIES or instance["sop_class"] in PROJECTION_SOP_CLASSES
+
+
 def body_part_warning(examined: list[str], seen: str) -> str | None:
     """A warning when the images' BodyPartExamined names one of the seven parts and the model sees another."""
     named = {PART_OF_TERM[t.upper()] for t in examined if t and t.upper() in PART_OF_TERM}
@@ -93,9 +98,7 @@ class StudyWorker(PassLoop):
 
         uid, stamp = study["study_uid"], study["last_instance"]
         instances = self.store.instances(uid)
-        radiographs = [
-            i for i in instances if i["modality"] in PROJECTION_MODALITIES or i["sop_class"] in PROJECTION_SOP_CLASSES
-        ]
+        radiographs = [i for i in instances if is_radiograph(i)]
         if not radiographs:
             held = sorted({i["modality"] or "unknown" for i in instances})
             self.store.record_outcome(uid, stamp, "skipped", f"no projection radiograph (CR or DX); held: {held}")

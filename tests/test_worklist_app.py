@@ -1,0 +1,177 @@
+"""The worklist in the app, for real: `python app.py --worklist-db ... --dicom-port ...` runs a DICOM node beside the
+web app; a REAL Orthanc routes a study to it; a REAL Chromium sees it arrive without a reload, in its place, while
+the reader's selection and scroll stay put; `/worklist` answers gradio_client; patient data needs a login off
+loopback and never reaches the file route."""
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pydicom
+import pytest
+
+from mura_mt.bench.worklist_fill import fill
+from mura_mt.data.synthetic_dicom import write_dicom_studies
+from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.worklist import API_KEYS
+from tests.browser import chromium
+from tests.conftest import REPO, free_port, running_app
+from tests.orthanc import orthanc, route, upload, wait_for
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = REPO / "artifacts"
+NODE = "MURAMT"
+EARLIER = 1_700_000_000.0  # the filled studies arrived long before the test's
+
+
+@pytest.fixture
+def filled(tmp_path) -> str:
+    """A worklist already holding 40 studies of every kind, answered by another node."""
+    db = tmp_path / "worklist.sqlite"
+    fill(WorklistStore(db, node="ELSEWHERE"), 40, EARLIER)
+    return str(db)
+
+
+def _client(url: str, auth=None):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, auth=auth)
+
+
+def _scroll_to(page, top: float) -> None:
+    page.evaluate(f"document.querySelector('#worklist-table .virtual-table-viewport').scrollTop = {top}")
+    page.wait_for_timeout(300)
+
+
+def _viewport_scroll(page) -> float:
+    return page.evaluate("document.querySelector('#worklist-table .virtual-table-viewport').scrollTop")
+
+
+def test_a_study_from_orthanc_appears_in_the_open_page_in_its_place(filled, synthetic_root, tmp_path):
+    folder = write_dicom_studies(synthetic_root, tmp_path / "studies", "valid", "explicit", seed=31, limit=1)[0]
+    files = sorted(folder.glob("*.dcm"))
+    arriving = pydicom.dcmread(files[0])
+    dicom_port, orthanc_port = free_port(), free_port()
+    store = WorklistStore(filled, node="reader")
+    with orthanc(tmp_path / "orthanc", {"node": [NODE, "127.0.0.1", dicom_port]}, dicom_port=orthanc_port) as (url, _):
+        node_args = ["--worklist-db", filled, "--dicom-port", str(dicom_port), "--dicom-ae-title", NODE,
+                     "--dicom-host", "127.0.0.1", "--store-dir", str(tmp_path / "node"), "--quiet-seconds", "1",
+                     "--return-to", f"ORTHANC@127.0.0.1:{orthanc_port}"]  # fmt: skip
+        with open(tmp_path / "app.log", "w") as log, running_app(log, None, *node_args) as (app, _), chromium() as b:
+            page = b.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app, wait_until="load")
+            page.get_by_role("tab", name="Worklist").click()
+            cell = "#worklist-table [role=gridcell]"
+            chosen = store.worklist()[0][2]["accession"]
+            page.wait_for_selector(f"{cell}:has-text('{chosen}')")
+            # The reader selects a study and scrolls the list.
+            page.locator(cell, has_text=chosen).first.click()
+            page.wait_for_function(f"document.querySelector('#worklist-verdict').innerText.includes('{chosen}')")
+            _scroll_to(page, 120)
+            scrolled = _viewport_scroll(page)
+            assert scrolled > 0
+
+            ids = upload(url, files)
+            assert route(url, "node", ids).status_code == 200
+            uid = str(arriving.StudyInstanceUID)
+            wait_for(lambda: (s := store.study(uid)) and s["status"] == "delivered", 120, "the node's answer")
+            # No reload: the open page counts the new study within a few refreshes...
+            page.wait_for_function(
+                "document.querySelector('#worklist-summary').innerText.includes('41 studies')", timeout=20_000
+            )
+            # ...while the reader's scroll and selection stay where they were.
+            assert _viewport_scroll(page) == pytest.approx(scrolled, abs=2)
+            assert chosen in page.inner_text("#worklist-verdict")
+            # And it stands in its place: the row the store's order (the API's) gives it.
+            rows = _client(app).predict("", "", 100, 0, api_name="/worklist")
+            place = [row["study_uid"] for row in rows].index(uid)
+            accession = str(arriving.AccessionNumber)
+            _scroll_to(page, max(0, place * 36 - 100))
+            # The page catches up with the answer within a refresh or two: the row then reads "delivered".
+            page.wait_for_function(
+                """([cells, accession]) => {
+                    const found = [...document.querySelectorAll(cells)].find(c => c.innerText.trim() === accession);
+                    if (!found) return false;
+                    const row = found.getAttribute('aria-rowindex');
+                    const status = document.querySelector(`${cells}[aria-rowindex="${row}"][aria-colindex="9"]`);
+                    return status && status.innerText.trim() === 'delivered';
+                }""",
+                arg=[cell, accession],
+                timeout=20_000,
+            )
+            shown = page.locator(cell, has_text=accession).first
+            # aria-rowindex counts from 1 with the header row; data-row counts within the rendered slice only.
+            assert int(shown.get_attribute("aria-rowindex")) - 2 == place
+
+            # Its row opens the study: each view beside its overlay, inside the page, warnings above the verdict.
+            page.locator(cell, has_text=accession).first.click()
+            page.wait_for_function(f"document.querySelector('#worklist-verdict').innerText.includes('{accession}')")
+            page.wait_for_selector("#worklist-views img", timeout=30_000)
+            sources = page.eval_on_selector_all("#worklist-views img", "images => images.map(i => i.src)")
+            assert len(sources) == 2 * len(files) and all(s.startswith("data:image/png;base64,") for s in sources)
+            verdict = page.inner_text("#worklist-verdict")
+            study = store.study(uid)
+            assert f"abnormality probability {study['abnormal_prob']:.2f}" in verdict
+            for warning in study["warnings"]:
+                assert verdict.index(warning[:30]) < verdict.index("abnormality probability")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "worklist.png"), full_page=True)
+
+            # Marked as read: kept in the store, sunk to the bottom, the button says what it would do next.
+            page.click("#worklist-read")
+            page.wait_for_function("document.querySelector('#worklist-read').innerText.includes('unread')")
+            rows = _client(app).predict("", "", 100, 0, api_name="/worklist")
+            assert rows[-1]["study_uid"] == uid and rows[-1]["read"] and store.study(uid)["read"] == 1
+            page.close()
+
+
+def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
+    with running_app(subprocess.DEVNULL, None, "--worklist-db", filled) as (app, _):
+        client = _client(app)
+        rows = client.predict("", "", 100, 0, api_name="/worklist")
+        assert len(rows) == 40 and all(tuple(row) == API_KEYS for row in rows)
+        expected, _ = WorklistStore(filled).worklist()
+        assert [row["study_uid"] for row in rows] == [row["study_uid"] for row in expected]
+        assert rows[0]["is_abnormal"] is True and rows[0]["warnings"] == []
+        assert client.predict("", "", 10, 5, api_name="/worklist") == rows[5:15]
+        failed = client.predict("failed", "", 100, 0, api_name="/worklist")
+        assert failed and all(r["status"] == "failed" and r["warnings"][0].startswith("failed:") for r in failed)
+        since = client.predict("", "2023-11-14T22:13:50Z", 100, 0, api_name="/worklist")  # EARLIER + 30 s
+        assert {r["study_uid"] for r in since} == {f"2.25.9.{n}" for n in range(30, 40)}
+        for bad, message in ((("urgent", ""), "status must be one of"), (("", "yesterday"), "since must be")):
+            with pytest.raises(Exception, match=message):
+                client.predict(*bad, 100, 0, api_name="/worklist")
+
+
+def _refused(*args: str, env: dict | None = None) -> str:
+    done = subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    return done.stderr
+
+
+def test_off_loopback_the_worklist_needs_a_login_and_a_node_needs_a_worklist(tmp_path):
+    env = {"MURA_MT_AUTH": ""}
+    err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env=env)
+    assert "patients' names and ids" in err and "MURA_MT_AUTH" in err
+    assert "--dicom-port needs --worklist-db" in _refused("--dicom-port", "11112", env=env)
+    err = _refused("--worklist-db", str(tmp_path / "w.sqlite"), "--dicom-port", "11112", env=env)
+    assert "somewhere to send its answers" in err
+
+
+def test_with_a_login_the_worklist_is_closed_to_strangers_and_not_an_mcp_tool(filled, tmp_path):
+    env = {"MURA_MT_AUTH": "reader:s3cret-pass"}
+    port = free_port()
+    with running_app(subprocess.DEVNULL, env, "--worklist-db", filled, "--host", "0.0.0.0") as (app, _):
+        app = app.replace(str(port), str(port))
+        assert len(_client(app, auth=("reader", "s3cret-pass")).predict("", "", 5, 0, api_name="/worklist")) == 5
+        with pytest.raises(Exception):
+            _client(app).predict("", "", 5, 0, api_name="/worklist")
+        assert httpx.get(f"{app}gradio_api/mcp/sse", timeout=10).status_code == 404  # no MCP route at all
+        for leak in (filled, str(REPO / "app.py")):
+            assert httpx.get(f"{app}gradio_api/file={leak}", timeout=10).status_code in (401, 403, 404)
+        started = time.time()
+        assert httpx.get(f"{app}gradio_api/info", timeout=10).status_code in (401, 403)
+        assert time.time() - started < 10
