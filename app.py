@@ -166,8 +166,9 @@ def build_demo(
             render=False,
         )
         details = gr.JSON(label="study result", elem_id="details", render=False)
-        # Without a worklist the page is one view, as it always was; with one, that view is the first tab.
-        with gr.Tabs() if worklist is not None else contextlib.nullcontext():
+        # Without a worklist the page is one view, as it always was; with one, the page opens on the worklist and
+        # the upload is the first tab.
+        with gr.Tabs(selected="worklist") if worklist is not None else contextlib.nullcontext():
             with gr.Tab("Analyse images", id="upload") if worklist is not None else contextlib.nullcontext():
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=280):

@@ -1,5 +1,5 @@
-"""Speed, measured as figures and ratios within one run: python scripts/benchmark.py [--only training|inference|dicom]
-[--quick] --out FILE.json.
+"""Speed, measured as figures and ratios within one run:
+python scripts/benchmark.py [--only training|inference|dicom|worklist] [--quick] --out FILE.json.
 
 training (per process, on CUDA when present, else the CPU; mura_mt/bench/training.py):
     loader_images_per_s   the host side alone: what the DataLoader workers deliver from a uint8 image cache at
@@ -18,6 +18,9 @@ inference (mura_mt/bench/inference.py, runtimes.py and, for the app, serving.py)
 dicom (mura_mt/bench/dicom.py): synthetic studies through a real Orthanc -> scripts/dicom_node.py -> Orthanc on
     loopback: studies_per_min, p50_s/p95_s from a study's quiet period ending to its SR stored in Orthanc, and
     throughput_ratio against in-process Predictor.predict_study with Grad-CAM (goal >= 0.6).
+worklist (mura_mt/bench/worklist.py): 10,000 studies on SQLite and on a real PostgreSQL: the store's first page against
+    a naive sort in Python, the /worklist call through gradio_client (goal < 200 ms), and in a real Chromium the
+    worklist's first page drawn after opening the app (goal < 1 s) and a page turn.
 Every figure is the median of interleaved repeats: the machine is noisy, so read medians and ratios.
 --quick smokes every measurement in seconds (CI runs it); its numbers mean nothing.
 """
@@ -37,6 +40,7 @@ from mura_mt.bench.inference import bulk_block, inference_block
 from mura_mt.bench.runtimes import runtime_block
 from mura_mt.bench.serving import serving_block
 from mura_mt.bench.training import training_block
+from mura_mt.bench.worklist import worklist_block
 from mura_mt.hardware import describe_cpu
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
@@ -45,7 +49,7 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--only", choices=["training", "inference", "dicom"], help="measure one block only")
+    parser.add_argument("--only", choices=["training", "inference", "dicom", "worklist"], help="measure one block only")
     parser.add_argument("--quick", action="store_true", help="smoke every measurement with tiny sizes (for CI)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--loader-size", type=int, default=320, help="image size of the loader measurement")
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["inference"]["serving"] = serving_block(args.checkpoint, args.quick)
     if args.only in (None, "dicom"):
         report["dicom"] = dicom_block(args.checkpoint or str(DEMO_CHECKPOINT), args.quick)
+    if args.only in (None, "worklist"):
+        report["worklist"] = worklist_block(args.quick)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return report

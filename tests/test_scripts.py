@@ -100,6 +100,13 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
     dicom = report["dicom"]  # Orthanc -> scripts/dicom_node.py -> Orthanc (installed by .ci/run)
     assert dicom["studies"] == 4 and dicom["studies_per_min"] > 0 and 0 < dicom["p50_s"] <= dicom["p95_s"]
     assert dicom["throughput_ratio"] > 0
+    worklist = report["worklist"]  # SQLite and a real PostgreSQL (installed by .ci/run), the app, a real Chromium
+    assert worklist["studies"] == 500 and worklist["gradio_floor_ms"] > 0
+    for database in ("sqlite", "postgresql"):
+        figures = worklist[database]
+        for key in ("page_ms", "filtered_ms", "naive_ms", "version_ms", "api_ms", "first_page_ms", "next_page_ms"):
+            assert figures[key] > 0, (database, key)
+        assert figures["shell_ms"] <= figures["first_page_ms"]
     serving = inference["serving"]
     assert 0 < serving["cold_start_to_first_answer_s"] < 120
     for concurrency in (1, 4, 16):
