@@ -1,7 +1,7 @@
 """The worklist as people and programs read it, built on the store (``dicom_node.store``); no Gradio here.
 
 - ``api_rows``: the rows of the ``/worklist`` API, in worklist order, with plain JSON values.
-- ``table``: the same rows as the web page's table shows them.
+- ``table_html``: the same rows as the web page's table shows them.
 - ``StudyViews``: a study's views beside their Grad-CAM overlays, from whichever node's copy of the files this
   machine can read, answered by the app's Predictor (a few per study, cached by the study's revision).
 """
@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import threading
@@ -24,7 +25,7 @@ from mura_mt.io import InvalidImageError, load_radiograph
 API_KEYS = ("study_uid", "accession", "patient_id", "received", "views", "status", "body_part", "abnormal_prob",
             "is_abnormal", "warnings", "read")  # fmt: skip
 TABLE_HEADERS = ["Priority", "Received", "Accession", "Patient", "Body part", "P(abnormal)", "Verdict", "Warnings",
-                 "Status", "Read", "Study UID"]  # fmt: skip
+                 "Status", "Read"]  # fmt: skip
 NOT_ANSWERED = ("skipped", "failed")
 
 
@@ -87,16 +88,17 @@ def api_rows(store: WorklistStore, status: str | None = None, since=None, limit:
     ]
 
 
-def table(rows: list[dict]) -> list[list]:
-    """The page's rows (``TABLE_HEADERS``), from ``store.worklist`` rows."""
-    out = []
+def table_html(rows: list[dict], selected: str | None = None) -> str:
+    """The page's table (``TABLE_HEADERS``) from ``store.worklist`` rows: one ``<tr data-uid>`` a study, its group and
+    read mark as classes. Every value is escaped: names and accessions come from DICOM headers, i.e. from outside."""
+    body = []
     for row in rows:
         answered = row["abnormal_prob"] is not None and row["status"] not in NOT_ANSWERED
         verdict = ("ABNORMAL" if row["is_abnormal"] else "normal") if answered else ""
         patient = " ".join(
             part for part in (str(row["patient_name"] or "").replace("^", " "), row["patient_id"]) if part
         )
-        out.append([
+        cells = [
             row["group"],
             datetime.fromtimestamp(row["received"]).strftime("%Y-%m-%d %H:%M:%S"),
             row["accession"] or "",
@@ -107,9 +109,15 @@ def table(rows: list[dict]) -> list[list]:
             " | ".join(warnings_of(row)),
             row["status"],
             "✓" if row["read"] else "",
-            row["study_uid"],
-        ])  # fmt: skip
-    return out
+        ]
+        classes = ["g-" + row["group"].replace(" ", "-")] + (["read"] if row["read"] else [])
+        if row["study_uid"] == selected:
+            classes.append("selected")
+        tds = "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells)
+        body.append(f'<tr data-uid="{html.escape(row["study_uid"])}" class="{" ".join(classes)}">{tds}</tr>')
+    head = "".join(f"<th>{name}</th>" for name in TABLE_HEADERS)
+    empty = f'<tr><td colspan="{len(TABLE_HEADERS)}">No studies yet.</td></tr>' if not rows else ""
+    return f'<table class="worklist"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}{empty}</tbody></table>'
 
 
 class StudyViews:

@@ -88,6 +88,17 @@ def test_only_a_node_holding_every_view_claims(target):
     assert [s["study_uid"] for s in b.quiet_studies(100, now=100)] == ["1"]
 
 
+def test_a_study_no_single_node_holds_is_found_as_split(target):
+    a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
+    a.add_instance(view("split", sop="s.1"), now=10)
+    b.add_instance(view("split", sop="s.2"), now=11)
+    a.add_instance(view("whole", sop="w.1"), now=10)
+    b.add_instance(view("whole", sop="w.1"), now=10)
+    b.add_instance(view("whole", sop="w.2"), now=11)  # B holds both views: it can answer
+    assert [(s["study_uid"], s["held"]) for s in a.split_studies(100)] == [("split", {"A": 1, "B": 1})]
+    assert a.split_studies(5) == []  # not quiet long enough yet
+
+
 def test_a_dead_nodes_claim_is_taken_over_after_the_lease(target):
     a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
     for store in (a, b):
@@ -196,3 +207,16 @@ def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():
     with pytest.raises(ConnectionError, match=r"cannot reach the worklist database postgresql://mura:\*\*\*@") as err:
         WorklistStore(url)
     assert "s3cret" not in str(err.value)
+
+
+def test_the_worker_fails_a_split_study_and_says_why(target, tmp_path):
+    from mura_mt.dicom_node.studies import StudyWorker
+
+    a, b = WorklistStore(target, node="A"), WorklistStore(target, node="B")
+    a.add_instance(view("split", sop="s.1"), now=10)
+    b.add_instance(view("split", sop="s.2"), now=11)
+    worker = StudyWorker(a, None, None, tmp_path / "outbox", [], quiet_seconds=1)  # no model needed: nothing to answer
+    assert worker.run_once(now=11 + 30) == [] and a.study("split")["status"] == "receiving"  # the rest may come
+    assert worker.run_once(now=11 + 61) == ["split"]
+    study = b.study("split")
+    assert study["status"] == "failed" and "split between nodes (A 1, B 1)" in study["detail"]

@@ -8,7 +8,7 @@ check the page polls every few seconds. Then, through ``python app.py --worklist
 ``first_page_ms``, from opening the page to the worklist's first rows drawn (it opens on the worklist; Gradio's
 scripts cached, as from a reader's second visit on; ``first_page_cold_ms`` with an empty cache),
 ``shell_ms``, from opening the page to its heading drawn (Gradio's own start: the part the worklist cannot
-change), and ``next_page_ms``, from the "Next page" click to the second page drawn (medians of 5 fresh pages); and
+change), and ``next_page_ms``, from the "Next page" click to the second page drawn (medians of 9 page loads); and
 ``gradio_floor_ms``: the same browser opening a bare Gradio page (one heading, same Gradio, same machine) to its heading
 drawn, the floor any Gradio page stands on here.
 """
@@ -58,10 +58,10 @@ def worklist_block(quick: bool) -> dict:
                 "version_ms": _median_ms(store.version, calls),
             }
             block["page_ratio"] = block["page_ms"] / block["naive_ms"]
-            block.update(_through_the_app(target, calls, 2 if quick else 5))
+            block.update(_through_the_app(target, calls, 2 if quick else 9))
             report[kind] = block
             store.close()
-    report["gradio_floor_ms"] = _gradio_floor(2 if quick else 5)
+    report["gradio_floor_ms"] = _gradio_floor(2 if quick else 9)
     return report
 
 
@@ -154,7 +154,7 @@ def _browser(url: str, pages: int, worklist: bool = True) -> dict:
         return {"browser": "skipped: chromium is not installed"}
     from playwright.sync_api import sync_playwright
 
-    first_row = "#worklist-table [role=gridcell][aria-rowindex='2'][aria-colindex='3']"  # the accession
+    first_row = "#worklist-table tr[data-uid] td:nth-child(3)"  # the first row's accession
     shell, first, following = [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox", "--headless"])

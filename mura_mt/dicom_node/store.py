@@ -193,6 +193,24 @@ class WorklistStore:
             (before, self.node, now - CLAIM_LEASE_S, self.node),
         )
 
+    def split_studies(self, before: float) -> list[dict]:
+        """Studies received and quiet since ``before`` whose views no single node holds (each node holds some): no
+        node can analyse them. Each row has ``held``: {node: views it holds}."""
+        rows = self._rows(
+            "SELECT s.* FROM studies s WHERE s.status = 'receiving' AND s.last_instance <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM copies c JOIN instances i ON i.sop_uid = c.sop_uid WHERE i.study_uid = s.study_uid "
+            "GROUP BY c.node HAVING COUNT(*) = s.views) ORDER BY s.last_instance",
+            (before,),
+        )
+        for row in rows:
+            held = self._rows(
+                "SELECT c.node, COUNT(*) AS n FROM copies c JOIN instances i ON i.sop_uid = c.sop_uid "
+                "WHERE i.study_uid = ? GROUP BY c.node ORDER BY c.node",
+                (row["study_uid"],),
+            )
+            row["held"] = {h["node"]: int(h["n"]) for h in held}
+        return rows
+
     def claim(self, study_uid: str, last_instance: float, now: float | None = None) -> bool:
         """Mark a quiet study as being analysed by this node; False when a new instance arrived in the meantime or
         another node claimed it first."""

@@ -77,9 +77,23 @@ class StudyWorker(PassLoop):
         import highdicom.sc  # noqa: F401
         import highdicom.sr  # noqa: F401
 
+    def split_after(self) -> float:
+        """How long a study whose views no single node holds waits for the rest before it is failed."""
+        return max(60.0, 6 * self.quiet_seconds)
+
     def run_once(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         done = []
+        for study in self.store.split_studies(now - self.split_after()):
+            # Nobody can answer it: say so in the worklist, rather than leave it "in progress" for ever.
+            if self.store.claim(study["study_uid"], study["last_instance"], now=now):
+                held = ", ".join(f"{node} {n}" for node, n in study["held"].items())
+                self.store.record_outcome(
+                    study["study_uid"], study["last_instance"], "failed",
+                    f"its {study['views']} views are split between nodes ({held}) and none holds them all; "
+                    "route each study to one node, or to every node",
+                )  # fmt: skip
+                done.append(study["study_uid"])
         for study in self.store.quiet_studies(now - self.quiet_seconds):
             if not self.store.claim(study["study_uid"], study["last_instance"]):
                 continue

@@ -1,0 +1,53 @@
+"""The worklist's rows for people and programs (no server): escaping of what comes from DICOM headers, the API's
+values and its refusals."""
+
+import pytest
+
+from mura_mt.bench.worklist_fill import fill
+from mura_mt.dicom_node.store import Instance, WorklistStore
+from mura_mt.worklist import API_KEYS, api_rows, parse_since, table_html
+
+
+def test_names_from_dicom_headers_are_escaped_in_the_page(tmp_path):
+    store = WorklistStore(tmp_path / "w.sqlite")
+    hostile = "<img src=x onerror=alert(1)>"
+    store.add_instance(Instance("1.1", "1", "1.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "WRIST", "", 0,
+                                accession=hostile, patient_id='"><script>', patient_name=hostile))  # fmt: skip
+    page = table_html(store.worklist()[0], selected="1")
+    assert "<img" not in page and "<script>" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert 'class="g-in-progress selected"' in page
+
+
+def test_api_rows_have_plain_json_values_in_worklist_order(tmp_path):
+    store = WorklistStore(tmp_path / "w.sqlite", node="ELSEWHERE")
+    fill(store, 14, 1_700_000_000.0)
+    rows = api_rows(store)
+    assert [r["study_uid"] for r in rows] == [r["study_uid"] for r in store.worklist()[0]]
+    assert all(tuple(r) == API_KEYS for r in rows)
+    assert rows[0]["received"].endswith("Z") and isinstance(rows[0]["is_abnormal"], bool)
+    pending = [r for r in rows if r["status"] == "receiving"]
+    assert pending and all(r["abnormal_prob"] is None and r["is_abnormal"] is None for r in pending)
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped and skipped[0]["warnings"][0].startswith("skipped: no projection radiograph")
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [("", None), (None, None), ("1700000000", 1_700_000_000.0), ("2023-11-14T22:13:20Z", 1_700_000_000.0),
+     ("2023-11-14T23:13:20+01:00", 1_700_000_000.0), ("2023-11-14T22:13:20", 1_700_000_000.0)],
+)  # fmt: skip
+def test_since_takes_unix_seconds_or_iso_times(since, expected):
+    assert parse_since(since) == expected
+
+
+def test_bad_api_input_is_refused_with_what_is_accepted(tmp_path):
+    store = WorklistStore(tmp_path / "w.sqlite")
+    refusals = (
+        ({"status": "urgent"}, "status must be one of receiving"),
+        ({"since": "last week"}, "since must be an ISO 8601 time"),
+        ({"limit": 0}, "limit must be 1 to 1000"),
+        ({"offset": -1}, "offset must be 0 or more"),
+    )
+    for kwargs, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            api_rows(store, **kwargs)
