@@ -19,7 +19,7 @@ from mura_mt.worklist import StudyViews, answer_of, api_rows, table_html, warnin
 REFRESH_S = 3.0
 PAGE_SIZE = 100
 EMPTY = "Select a study in the list to see its views, their Grad-CAM overlays and the whole answer."
-# The table is plain HTML (Gradio's Dataframe costs ~0.3 s of page start-up: measured 915 against 633 ms); a click
+# The table is plain HTML (the sticky header covers the container's 10 px padding) (Gradio's Dataframe costs ~0.3 s of page start-up: measured 915 against 633 ms); a click
 # on a row is delegated to the component's element, which survives every refresh, and so does its scroll position.
 ON_CLICK = """element.addEventListener('click', (event) => {
     const row = event.target.closest('tr[data-uid]');
@@ -30,8 +30,11 @@ ON_CLICK = """element.addEventListener('click', (event) => {
 });"""
 TABLE_CSS = """
 table.worklist { width: 100%; border-collapse: collapse; font-size: var(--text-sm); }
-table.worklist th { position: sticky; top: 0; background: var(--background-fill-secondary); text-align: left; }
-table.worklist th, table.worklist td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary); }
+table.worklist th { position: sticky; top: -10px; z-index: 1; background: var(--background-fill-primary);
+                   text-align: left; box-shadow: 0 1px 0 var(--border-color-primary); }
+table.worklist th, table.worklist td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary);
+                                       white-space: nowrap; }
+table.worklist td:nth-child(8) { white-space: normal; min-width: 16em; }
 table.worklist tbody tr { cursor: pointer; }
 table.worklist tbody tr:hover { background: var(--background-fill-secondary); }
 table.worklist tr.g-abnormal td:first-child { border-left: 4px solid #d62728; font-weight: 600; }
