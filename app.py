@@ -3,11 +3,14 @@
 `build_demo(predictor)` holds layout and callbacks only: files go to the Predictor as paths (decoded by the
 project's own loader, never by gr.Image), and its Prediction is mapped to widgets. The app never touches
 tensors. Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
-[--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp];
+[--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp]
+[--worklist-db FILE_OR_URL [--dicom-port PORT --dicom-ae-title AET --store-dir DIR --return-to AET@HOST:PORT ...]];
 env MURA_MT_CHECKPOINT does the same as --checkpoint, MURA_MT_RUNTIME as --runtime, and
 MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page and API alike. The
 two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a ZeroGPU Space each
-analysis runs inside ``@spaces.GPU``.
+analysis runs inside ``@spaces.GPU``. With ``--worklist-db`` (env MURA_MT_WORKLIST_DB) the page opens on the triage
+worklist (``mura_mt.worklist_tab``) and the API has ``/worklist``; with ``--dicom-port`` too, this process is also a
+DICOM node (``mura_mt.dicom_node``) on the same Predictor. Off loopback the worklist needs a login.
 
 Several requests run at once (``concurrency``, default twice the cores): decoding, overlay
 drawing and PNG encoding of one request overlap with another's model call; the Predictor serialises only the
