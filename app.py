@@ -215,7 +215,7 @@ def build_demo(
             if worklist is not None:
                 from mura_mt.worklist_tab import worklist_tab
 
-                worklist_tab(worklist, predictor)
+                worklist_tab(demo, worklist, predictor)
         run.click(
             predict_study,
             [files, part, explain],

@@ -19,8 +19,9 @@ from mura_mt.worklist import StudyViews, answer_of, api_rows, table_html, warnin
 REFRESH_S = 3.0
 PAGE_SIZE = 100
 EMPTY = "Select a study in the list to see its views, their Grad-CAM overlays and the whole answer."
-# The table is plain HTML (the sticky header covers the container's 10 px padding) (Gradio's Dataframe costs ~0.3 s of page start-up: measured 915 against 633 ms); a click
-# on a row is delegated to the component's element, which survives every refresh, and so does its scroll position.
+# The table is plain HTML: Gradio's Dataframe costs ~0.3 s of page start-up (measured 915 against 633 ms). A click on
+# a row is delegated to the component's element, which survives every refresh, and so does its scroll position. The
+# sticky header's top of -10 px covers the container's 10 px padding.
 ON_CLICK = """element.addEventListener('click', (event) => {
     const row = event.target.closest('tr[data-uid]');
     if (!row) return;
@@ -47,8 +48,9 @@ table.worklist tr.selected { outline: 2px solid var(--color-accent); outline-off
 """
 
 
-def worklist_tab(store: WorklistStore, predictor, refresh_s: float = REFRESH_S, page_size: int = PAGE_SIZE) -> None:
-    """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside the caller's ``gr.Blocks``."""
+def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: float = REFRESH_S,
+                 page_size: int = PAGE_SIZE) -> None:  # fmt: skip
+    """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside ``demo``."""
     views = StudyViews(store, predictor)
 
     def page_of(page: int, selected: str | None = None) -> tuple[str, str, int]:
@@ -68,8 +70,11 @@ def worklist_tab(store: WorklistStore, predictor, refresh_s: float = REFRESH_S, 
         rows, summary, page = page_of(page, selected)
         return rows, summary, page, version
 
-    def turn(page: int, selected: str | None, step: int):
-        return refresh(max(0, page + step), None, selected, True)
+    def previous_page(page: int, selected: str | None):
+        return refresh(max(0, page - 1), None, selected, True)
+
+    def next_page(page: int, selected: str | None):
+        return refresh(page + 1, None, selected, True)
 
     def show(evt: gr.EventData):
         uid = getattr(evt, "uid", None)
@@ -108,10 +113,8 @@ def worklist_tab(store: WorklistStore, predictor, refresh_s: float = REFRESH_S, 
 
     with gr.Tab("Worklist", id="worklist", elem_id="worklist-tab"):
         page, seen, selected = gr.State(0), gr.State(None), gr.State(None)
-        # Callable values: each page load starts from the store as it is then.
-        summary = gr.Markdown(lambda: page_of(0)[1], elem_id="worklist-summary")
+        summary = gr.Markdown(elem_id="worklist-summary")
         grid = gr.HTML(
-            lambda: page_of(0)[0],
             elem_id="worklist-table",
             max_height=520,
             css_template=TABLE_CSS,
@@ -129,9 +132,11 @@ def worklist_tab(store: WorklistStore, predictor, refresh_s: float = REFRESH_S, 
 
     listing = [grid, summary, page, seen]
     quiet = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
+    # Each page load starts from the store as it is then (a private load event: callable values would be MCP tools).
+    demo.load(refresh, [page, seen, selected], listing, **quiet)
     timer.tick(refresh, [page, seen, selected], listing, **quiet)
-    earlier.click(lambda p, s: turn(p, s, -1), [page, selected], listing, **quiet)
-    later.click(lambda p, s: turn(p, s, +1), [page, selected], listing, **quiet)
+    earlier.click(previous_page, [page, selected], listing, **quiet)
+    later.click(next_page, [page, selected], listing, **quiet)
     grid.click(show, None, [selected, verdict, pictures, answer, read], api_visibility="private")
     read.click(toggle_read, [selected, page], [*listing, read], api_visibility="private")
     with gr.Column(visible=False):  # API-only

@@ -132,6 +132,9 @@ def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
         for bad, message in ((("urgent", ""), "status must be one of"), (("", "yesterday"), "since must be")):
             with pytest.raises(Exception, match=message):
                 client.predict(*bad, 100, 0, api_name="/worklist")
+        # On loopback without a login the worklist is an MCP tool beside the two analyses, and nothing else is.
+        tools = httpx.get(f"{app}gradio_api/mcp/schema", timeout=10).json()
+        assert sorted(tool["name"] for tool in tools) == ["predict", "predict_study", "worklist"]
 
 
 def _refused(*args: str, env: dict | None = None) -> str:
