@@ -51,3 +51,13 @@ def test_bad_api_input_is_refused_with_what_is_accepted(tmp_path):
     for kwargs, message in refusals:
         with pytest.raises(ValueError, match=message):
             api_rows(store, **kwargs)
+
+
+def test_a_study_whose_files_are_elsewhere_says_which_node_holds_them(tmp_path):
+    from mura_mt.worklist import StudyViews
+
+    store = WorklistStore(tmp_path / "w.sqlite", node="NODEB")
+    store.add_instance(Instance("1.1", "1", "1.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "WRIST",
+                                "/srv/nodeb/received/1.1.dcm", 10))  # fmt: skip
+    pictures, note = StudyViews(store, predictor=None).pictures(store.study("1"))  # nothing to analyse here
+    assert pictures == [] and note == "1 view(s) cannot be shown here: their files are on NODEB."

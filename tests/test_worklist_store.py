@@ -220,3 +220,19 @@ def test_the_worker_fails_a_split_study_and_says_why(target, tmp_path):
     assert worker.run_once(now=11 + 61) == ["split"]
     study = b.study("split")
     assert study["status"] == "failed" and "split between nodes (A 1, B 1)" in study["detail"]
+
+
+def test_a_postgresql_connection_the_server_dropped_is_opened_again(postgres_server, tmp_path):
+    """A database restart or a failover drops every connection: the next transaction opens a new one."""
+    import psycopg
+
+    store = WorklistStore(postgres_server, node="A")
+    store.add_instance(view("1"), now=10)
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 1
+    store.add_instance(view("1"), now=11)  # no error: reconnected at BEGIN
+    assert store.study("1")["views"] == 2

@@ -98,8 +98,21 @@ class Database:
     def transaction(self):
         connection = self._connection()
         if self.postgres:
-            with connection.transaction():
+            import psycopg
+
+            try:
+                context = connection.transaction()
+                context.__enter__()  # BEGIN: where a connection the server dropped (a restart) shows first
+            except psycopg.OperationalError:
+                connection = self._reconnect()  # safe to retry: nothing of this transaction has run
+                context = connection.transaction()
+                context.__enter__()
+            try:
                 yield Transaction(connection, True)
+            except BaseException as err:
+                context.__exit__(type(err), err, err.__traceback__)
+                raise
+            context.__exit__(None, None, None)
             return
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -118,8 +131,20 @@ class Database:
             for statement in filter(str.strip, schema.split(";")):
                 tx.execute(statement)
 
+    def _reconnect(self):
+        """This thread's connection, opened anew (the old one is broken)."""
+        old = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if old is not None:
+            with self._all_lock:
+                self._all = [c for c in self._all if c is not old]
+            old.close()
+        return self._connection()
+
     def _connection(self):
         connection = getattr(self._local, "connection", None)
+        if connection is not None and self.postgres and (connection.closed or connection.broken):
+            connection = self._reconnect()
         if connection is None:
             connection = self._open()
             self._local.connection = connection
