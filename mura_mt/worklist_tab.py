@@ -10,9 +10,11 @@ Gradio's file route or cache).
 from __future__ import annotations
 
 import html
+import time
 
 import gradio as gr
 
+from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
 
@@ -64,10 +66,14 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         return table_html(rows, selected), summary, page
 
     def refresh(page: int, seen, selected: str | None = None, force: bool = False):
-        version = store.version()
-        if version == seen and not force:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        rows, summary, page = page_of(page, selected)
+        try:
+            version = store.version()
+            if version == seen and not force:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            rows, summary, page = page_of(page, selected)
+        except StoreUnavailable as err:  # the list stays as it was; the next refresh tries again
+            when = time.strftime("%H:%M:%S")
+            return gr.skip(), f"⚠️ **{html.escape(str(err))}** ({when}); the list below may be out of date.", page, None
         return rows, summary, page, version
 
     def previous_page(page: int, selected: str | None):
@@ -78,16 +84,22 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
 
     def show(evt: gr.EventData):
         uid = getattr(evt, "uid", None)
-        study = store.study(uid) if uid else None
+        try:
+            study = store.study(uid) if uid else None
+        except StoreUnavailable as err:
+            raise gr.Error(str(err)) from None
         if study is None:
             return None, EMPTY, "", None, gr.update(interactive=False)
         return uid, *_study_panel(study, views), _read_button(study)
 
     def toggle_read(uid: str | None, page: int):
-        study = store.study(uid) if uid else None
-        if study is None:
-            raise gr.Error("Select a study first.")
-        store.set_read(uid, not study["read"])
+        try:
+            study = store.study(uid) if uid else None
+            if study is None:
+                raise gr.Error("Select a study first.")
+            store.set_read(uid, not study["read"])
+        except StoreUnavailable as err:
+            raise gr.Error(str(err)) from None
         return (*refresh(page, None, uid, True), _read_button(store.study(uid)))
 
     def worklist(status: str, since: str, limit: float, offset: float) -> list[dict]:
@@ -108,7 +120,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         """
         try:
             return api_rows(store, status, since, int(limit or PAGE_SIZE), int(offset or 0))
-        except ValueError as err:
+        except (ValueError, StoreUnavailable) as err:  # bad input, or the database is down: say which
             raise gr.Error(str(err)) from None
 
     with gr.Tab("Worklist", id="worklist", elem_id="worklist-tab"):

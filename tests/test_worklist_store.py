@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.store import CLAIM_LEASE_S, Instance, SchemaMismatch, WorklistStore
 from tests.postgres import postgres
 
@@ -204,7 +205,7 @@ def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():
     from mura_mt.bench.orthanc import free_port
 
     url = f"postgresql://mura:s3cret@127.0.0.1:{free_port()}/mura"
-    with pytest.raises(ConnectionError, match=r"cannot reach the worklist database postgresql://mura:\*\*\*@") as err:
+    with pytest.raises(StoreUnavailable, match=r"cannot reach the worklist database postgresql://mura:\*\*\*@") as err:
         WorklistStore(url)
     assert "s3cret" not in str(err.value)
 
@@ -236,3 +237,42 @@ def test_a_postgresql_connection_the_server_dropped_is_opened_again(postgres_ser
     assert dropped >= 1
     store.add_instance(view("1"), now=11)  # no error: reconnected at BEGIN
     assert store.study("1")["views"] == 2
+
+
+def test_while_postgresql_is_down_the_node_refuses_for_now_and_takes_the_study_afterwards(synthetic_root, tmp_path):
+    """A node's C-STORE while its database is down: "out of resources" (0xA700, the sender tries again later), and
+    the same instance stored once the database is back. The store's error names the database."""
+    import pydicom
+    from pynetdicom import AE
+
+    from mura_mt.bench.orthanc import free_port
+    from mura_mt.data.synthetic_dicom import write_dicom_studies
+    from mura_mt.dicom_node.receive import NodeSettings, StorageNode
+
+    folder = write_dicom_studies(synthetic_root, tmp_path / "dicom", "valid", "explicit", seed=5, limit=1)[0]
+    dataset = pydicom.dcmread(next(folder.glob("*.dcm")))
+    with postgres() as server:
+        store = WorklistStore(server, node="NODEA")
+        port = free_port()
+        node = StorageNode(NodeSettings("NODEA", port), store, tmp_path / "received")
+        node.start()
+
+        def send() -> int:
+            ae = AE(ae_title="ORTHANC")
+            ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+            association = ae.associate("127.0.0.1", port, ae_title="NODEA")
+            try:
+                return int(association.send_c_store(dataset).Status)
+            finally:
+                association.release()
+
+        try:
+            server.stop()
+            assert send() == 0xA700
+            with pytest.raises(StoreUnavailable, match=r"worklist database postgresql://mura@127\.0\.0\.1:\d+/mura"):
+                store.study(str(dataset.StudyInstanceUID))
+            server.start()
+            assert send() == 0x0000
+            assert store.study(str(dataset.StudyInstanceUID))["views"] == 1
+        finally:
+            node.stop()

@@ -24,8 +24,14 @@ def postgres_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
+class Server(str):
+    """The database's URL, with the server's ``stop()`` and ``start()`` (to test what an outage does)."""
+
+    stop = start = None
+
+
 @contextlib.contextmanager
-def running_postgres(database: str = "mura") -> Iterator[str]:
+def running_postgres(database: str = "mura") -> Iterator[Server]:
     """Yields the URL of database ``database`` on a new server; RuntimeError when it cannot start."""
     binaries = postgres_bin()
     if binaries is None:
@@ -50,9 +56,13 @@ def running_postgres(database: str = "mura") -> Iterator[str]:
         run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
         started = True
         run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mura", database)
-        yield f"postgresql://mura@127.0.0.1:{port}/{database}"
+        server = Server(f"postgresql://mura@127.0.0.1:{port}/{database}")
+        server.stop = lambda: run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        server.start = lambda: run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                                   str(folder / "log"), "-w", "start")  # fmt: skip
+        yield server
     finally:
         if started:
-            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):  # already stopped by a test, say
                 run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)

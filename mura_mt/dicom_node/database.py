@@ -20,6 +20,11 @@ from urllib.parse import urlsplit, urlunsplit
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+class StoreUnavailable(ConnectionError):
+    """The worklist database cannot be reached or used now (a server down, a file locked for too long): a
+    transient condition, unlike a wrong statement. The message names the database, never its password."""
+
+
 def is_postgres_url(target: str) -> bool:
     return str(target).startswith(POSTGRES_SCHEMES)
 
@@ -96,6 +101,20 @@ class Database:
 
     @contextmanager
     def transaction(self):
+        """One transaction; the database's own "cannot reach / cannot lock" errors become ``StoreUnavailable``."""
+        transient: tuple = (sqlite3.OperationalError,)
+        if self.postgres:
+            import psycopg
+
+            transient = (psycopg.OperationalError,)
+        try:
+            with self._transaction() as tx:
+                yield tx
+        except transient as err:
+            raise StoreUnavailable(f"the worklist database {self} is unavailable: {str(err).strip()[:300]}") from None
+
+    @contextmanager
+    def _transaction(self):
         connection = self._connection()
         if self.postgres:
             import psycopg
@@ -162,7 +181,7 @@ class Database:
             try:
                 return psycopg.connect(self.target, autocommit=True, row_factory=dict_row, connect_timeout=10)
             except psycopg.OperationalError as err:
-                raise ConnectionError(f"cannot reach the worklist database {self}: {str(err).strip()}") from None
+                raise StoreUnavailable(f"cannot reach the worklist database {self}: {str(err).strip()}") from None
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")  # an acknowledged instance survives a power cut

@@ -6,7 +6,8 @@ studies; which instances are analysed is decided later, by modality). For each i
 1. refuse what cannot be a usable instance: no study or instance UID, an image whose header is damaged, whose size
    is absurd or whose uncompressed pixel data is shorter than its header says (status 0xC000, "cannot understand");
 2. acknowledge without storing the node's own outputs (a PACS may route them back) and instances already received;
-3. refuse with "out of resources" (0xA700) when the disk budget would be exceeded, rather than fill the disk;
+3. refuse with "out of resources" (0xA700) when the disk budget would be exceeded, rather than fill the disk, and
+   while the worklist database cannot be reached (the sender tries again later);
 4. write the file (temporary name, fsync, rename, fsync of the folder), then record it in the store, and only then
    answer success (0x0000).
 
@@ -23,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.store import Instance, WorklistStore
 from mura_mt.pixels import DEFAULT_LIMITS, InvalidImageError, check_geometry
@@ -114,6 +116,9 @@ class StorageNode:
     def _on_store(self, event) -> int:
         try:
             return self._store(event)
+        except StoreUnavailable as err:  # transient: "out of resources" tells the sender to try again later
+            logger.error(f"C-STORE refused: {err}")
+            return OUT_OF_RESOURCES
         except Exception:  # never let one instance take the node down; the sender sees a failure status
             logger.exception("C-STORE failed")
             return CANNOT_UNDERSTAND
