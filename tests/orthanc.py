@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from mura_mt.bench.orthanc import orthanc_binary, route, running_orthanc, upload, wait_for
+from tests.services import required
 
 __all__ = ["instance_file", "orthanc", "route", "study_series", "upload", "wait_for"]
 
@@ -21,19 +20,13 @@ def orthanc(
     folder: Path, modalities: dict[str, list], aet: str = "ORTHANC", dicom_port: int | None = None
 ) -> Iterator[tuple[str, int]]:
     """Yields (REST URL, DICOM port) of a running Orthanc; ``modalities``: name -> [AET, host, port]."""
-    if orthanc_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the DICOM tests: Orthanc is not installed (.ci/run installs it)")
-        pytest.skip("Orthanc not installed (apt-get install orthanc orthanc-dicomweb; .ci/run does)")
-    try:
-        context = running_orthanc(folder, modalities, aet, dicom_port)
-        address = context.__enter__()
-    except RuntimeError as err:
-        pytest.fail(str(err))
-    try:
+    with required(
+        orthanc_binary() is not None,
+        "CI must run the DICOM tests: Orthanc is not installed (.ci/run installs it)",
+        "Orthanc not installed (apt-get install orthanc orthanc-dicomweb; .ci/run does)",
+        running_orthanc(folder, modalities, aet, dicom_port),
+    ) as address:
         yield address
-    finally:
-        context.__exit__(None, None, None)
 
 
 def study_series(url: str, study_uid: str) -> list[dict]:

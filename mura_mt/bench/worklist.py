@@ -25,7 +25,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from mura_mt.bench.orthanc import free_port
+from mura_mt.bench.orthanc import free_port, wait_for
 from mura_mt.bench.postgres import postgres_bin, running_postgres
 from mura_mt.bench.worklist_fill import fill_bulk
 
@@ -89,13 +89,13 @@ def _gradio_floor(pages: int) -> float | str:
 def _wait_until_up(url: str) -> None:
     import httpx
 
-    for _ in range(600):
+    def answers() -> bool:
         try:
-            httpx.get(url, timeout=2)
-            return
+            return httpx.get(url, timeout=2) is not None
         except httpx.HTTPError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within 2 minutes")
+            return False
+
+    wait_for(answers, 120, f"{url} to answer", interval=0.2)
 
 
 def _median_ms(call, n: int) -> float:

@@ -87,7 +87,12 @@ class Database:
         self._local = threading.local()
         self._all: list = []
         self._all_lock = threading.Lock()
-        if not self.postgres:
+        if self.postgres:
+            import psycopg
+
+            self._transient: tuple = (psycopg.OperationalError,)
+        else:
+            self._transient = (sqlite3.OperationalError,)
             path = Path(self.target.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():
@@ -102,42 +107,29 @@ class Database:
     @contextmanager
     def transaction(self):
         """One transaction; the database's own "cannot reach / cannot lock" errors become ``StoreUnavailable``."""
-        transient: tuple = (sqlite3.OperationalError,)
-        if self.postgres:
-            import psycopg
-
-            transient = (psycopg.OperationalError,)
         try:
             with self._transaction() as tx:
                 yield tx
-        except transient as err:
+        except self._transient as err:
             raise StoreUnavailable(f"the worklist database {self} is unavailable: {str(err).strip()[:300]}") from None
 
     @contextmanager
     def _transaction(self):
+        # Both connections run in autocommit mode, so the transaction is ours to open and close, alike on both.
         connection = self._connection()
-        if self.postgres:
-            import psycopg
-
-            try:
-                context = connection.transaction()
-                context.__enter__()  # BEGIN: where a connection the server dropped (a restart) shows first
-            except psycopg.OperationalError:
-                connection = self._reconnect()  # safe to retry: nothing of this transaction has run
-                context = connection.transaction()
-                context.__enter__()
-            try:
-                yield Transaction(connection, True)
-            except BaseException as err:
-                context.__exit__(type(err), err, err.__traceback__)
-                raise
-            context.__exit__(None, None, None)
-            return
-        connection.execute("BEGIN IMMEDIATE")
+        begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
         try:
-            yield Transaction(connection, False)
+            connection.execute(begin)  # where a connection the server dropped (a restart) shows first
+        except self._transient:
+            if not self.postgres:
+                raise
+            connection = self._reconnect()  # safe to retry: nothing of this transaction has run
+            connection.execute(begin)
+        try:
+            yield Transaction(connection, self.postgres)
         except BaseException:
-            connection.execute("ROLLBACK")
+            if not (self.postgres and connection.broken):  # a dropped connection has nothing left to roll back
+                connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
 
@@ -173,11 +165,9 @@ class Database:
 
     def _open(self):
         if self.postgres:
-            try:
-                import psycopg
-                from psycopg.rows import dict_row
-            except ImportError:  # pragma: no cover - psycopg is a dependency
-                raise RuntimeError("a PostgreSQL worklist needs psycopg (pip install 'psycopg[binary]')") from None
+            import psycopg
+            from psycopg.rows import dict_row
+
             try:
                 return psycopg.connect(self.target, autocommit=True, row_factory=dict_row, connect_timeout=10)
             except psycopg.OperationalError as err:
