@@ -15,7 +15,7 @@ from pathlib import Path
 from mura_mt.bench.ood import measure_warnings
 from mura_mt.data import read_mura_index
 from mura_mt.data.synthetic import make_synthetic_mura
-from mura_mt.predictor import Predictor
+from mura_mt.inference.predictor import Predictor
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from mura_mt.compare import (
+from mura_mt.evaluation.compare import (
     DEFAULT_RESAMPLES,
     METRICS,
     ComparisonError,
@@ -20,7 +20,7 @@ from mura_mt.compare import (
     load_evaluation,
     plain_reading,
 )
-from mura_mt.compare_report import PROVENANCE, write_comparison
+from mura_mt.evaluation.compare_report import PROVENANCE, write_comparison
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -22,8 +22,8 @@ import threading
 from mura_mt.dicom_node.node import DicomNode, NodeOptions, add_node_options
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.store import WorklistStore
-from mura_mt.predictor import Predictor
-from mura_mt.runtime import RUNTIMES
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.runners import RUNTIMES
 
 
 def main(argv: list[str] | None = None) -> None:

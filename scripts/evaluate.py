@@ -13,13 +13,13 @@ import argparse
 import json
 from pathlib import Path
 
-from mura_mt.bootstrap import DEFAULT_RESAMPLES, add_confidence_intervals
-from mura_mt.checkpoint import checkpoint_config
 from mura_mt.data import read_csv_index, read_mura_index
-from mura_mt.evaluation import evaluate_checkpoint, part_probabilities, predict_table, split_fingerprint
-from mura_mt.metrics import format_table
-from mura_mt.predictor import Predictor
-from mura_mt.runtime import RUNTIMES
+from mura_mt.evaluation.bootstrap import DEFAULT_RESAMPLES, add_confidence_intervals
+from mura_mt.evaluation.evaluate import evaluate_checkpoint, part_probabilities, predict_table, split_fingerprint
+from mura_mt.evaluation.metrics import format_table
+from mura_mt.inference.checkpoint import checkpoint_config
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.runners import RUNTIMES
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'study_predictions.csv'}")
     if args.report:
-        from mura_mt.report import write_report
+        from mura_mt.evaluation.report import write_report
 
         source = (
             f"Checkpoint {args.checkpoint} on {metrics['source']['data']} "

@@ -7,7 +7,7 @@ With --int8: calibrates a static int8 graph on the checkpoint's OWN val images (
 config.json, rebuilt from the MURA tree at ROOT), writes it beside the weights as model.int8.onnx, then measures it
 against fp32 PyTorch on --check-split (default: the official valid split): study kappa and AUROC (overall,
 predicted gate) within 0.01, body-part accuracy within 0.5 %, Grad-CAM maps with cosine >= 0.98 (every view fp32
-calls abnormal, and 95 % of all views; see mura_mt/quantize.py for why not every normal one). The
+calls abnormal, and 95 % of all views; see mura_mt/inference/quantize.py for why not every normal one). The
 measurement, the calibration and the file's sha256 go into config.json ("onnx_int8"); `--runtime onnx-int8` serves
 the graph only when that record says it passed.
 """
@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mura_mt.checkpoint import CONFIG_NAME, file_sha256, load_checkpoint, resolve_checkpoint
 from mura_mt.data import read_mura_index, split_by_patient
-from mura_mt.evaluation import evaluate_checkpoint
-from mura_mt.predictor import Predictor
-from mura_mt.quantize import accuracy_record, quantize_graph
-from mura_mt.runtime import INT8_FILE, OnnxRunner, cached_graph
+from mura_mt.evaluation.evaluate import evaluate_checkpoint
+from mura_mt.inference.checkpoint import CONFIG_NAME, file_sha256, load_checkpoint, resolve_checkpoint
+from mura_mt.inference.onnx_graph import INT8_FILE, cached_graph
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.quantize import accuracy_record, quantize_graph
+from mura_mt.inference.runners import OnnxRunner
 
 
 def main(argv: list[str] | None = None) -> dict:

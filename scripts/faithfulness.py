@@ -14,8 +14,8 @@ import pandas as pd
 
 from mura_mt.data import read_mura_index
 from mura_mt.data.index import find_mura_dir
-from mura_mt.faithfulness import measure
-from mura_mt.predictor import Predictor
+from mura_mt.evaluation.faithfulness import measure
+from mura_mt.inference.predictor import Predictor
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,13 +19,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mura_mt.checkpoint import export, load_checkpoint, load_extra_tensors
 from mura_mt.data import read_mura_index
 from mura_mt.data.index import find_mura_dir
-from mura_mt.evaluation import evaluate_checkpoint
-from mura_mt.metrics import format_table
-from mura_mt.ood import OutOfDistribution
-from mura_mt.predictor import Predictor
+from mura_mt.evaluation.evaluate import evaluate_checkpoint
+from mura_mt.evaluation.metrics import format_table
+from mura_mt.inference.checkpoint import export, load_checkpoint, load_extra_tensors
+from mura_mt.inference.ood import OutOfDistribution
+from mura_mt.inference.predictor import Predictor
 
 CARD = """# mura-mt demo checkpoint
 

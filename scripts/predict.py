@@ -6,7 +6,7 @@ warnings (and the error for unreadable files, which are reported, never skipped 
 also writes Grad-CAM overlays. Under `accelerate launch` the studies are sharded over the processes and the
 main process writes the one CSV.
 
-Speed (``mura_mt.bulk``): studies are packed into batches of about --batch-size images (a study is never split),
+Speed (``mura_mt.inference.bulk``): studies are packed into batches of about --batch-size images (a study is never split),
 each batch is one forward, threads decode the next batch while the model runs. --runtime auto runs ONNX Runtime
 on the CPU and PyTorch on a GPU (--runtime torch --precision auto: bf16 where the hardware has it natively).
 """
@@ -21,9 +21,9 @@ import pandas as pd
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
-from mura_mt.bulk import predict_files
-from mura_mt.predictor import Predictor
-from mura_mt.runtime import RUNTIMES
+from mura_mt.inference.bulk import predict_files
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.runners import RUNTIMES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 

@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mura_mt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, resolve_checkpoint
-from mura_mt.model_card import build_model_card
+from mura_mt.evaluation.model_card import build_model_card
+from mura_mt.inference.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, resolve_checkpoint
 
 
 def main(argv: list[str] | None = None) -> Path:

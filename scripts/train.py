@@ -11,7 +11,7 @@ from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, pa
 
 from mura_mt.config import load_config
 from mura_mt.hardware import describe_cpu, resolve_mixed_precision
-from mura_mt.training import fit
+from mura_mt.training.loop import fit
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -55,7 +55,7 @@ def trained_run(synthetic_root, tmp_path_factory) -> Path:
     from accelerate.utils import DataLoaderConfiguration
 
     from mura_mt.config import load_config
-    from mura_mt.training import fit
+    from mura_mt.training.loop import fit
 
     out = tmp_path_factory.mktemp("smoke_run")
     cfg = load_config(REPO / "configs/smoke.yaml", smoke_overrides(synthetic_root, out))

@@ -4,8 +4,8 @@ injected on rank 1 only (argv[1]: "step" raises inside its first training step, 
 import os
 import sys
 
-from mura_mt import training
 from mura_mt.data import dataset
+from mura_mt.training import loop as training
 
 FAULT = sys.argv.pop(1)
 RANK = int(os.environ.get("RANK", "0"))

@@ -14,8 +14,9 @@ import uuid
 import httpx
 import pytest
 
-from app import AuthError, build_demo, load_credentials
+from app import build_demo
 from mura_mt import Predictor
+from mura_mt.web.login import AuthError, load_credentials
 from tests.conftest import REPO, free_port, running_app
 
 
@@ -158,14 +159,14 @@ def test_cancelled_requests_give_their_queue_slots_back(trained_run, sample_imag
 def test_device_follows_zero_gpu_and_cuda(monkeypatch):
     import torch
 
-    import app
+    from mura_mt.web import zerogpu
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert app.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert app.resolve_device("cpu") == "cpu"
+    assert zerogpu.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert zerogpu.resolve_device("cpu") == "cpu"
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # a ZeroGPU Space: the model goes to CUDA at start-up
-    assert app.resolve_device("auto") == ("cuda" if app.spaces is not None else "cpu")
+    assert zerogpu.resolve_device("auto") == ("cuda" if zerogpu.spaces is not None else "cpu")
     analyse = lambda images, part, explain: (images, part, explain)  # noqa: E731
-    if app.spaces is not None:
+    if zerogpu.spaces is not None:
         monkeypatch.delenv("SPACES_ZERO_GPU")
-        assert app.on_gpu(analyse, 60) is analyse  # off ZeroGPU, spaces.GPU hands the function back unchanged
+        assert zerogpu.on_gpu(analyse, 60) is analyse  # off ZeroGPU, spaces.GPU hands the function back unchanged

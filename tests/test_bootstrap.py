@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from mura_mt.bootstrap import add_confidence_intervals, resample_counts, weighted_auroc, weighted_binary
-from mura_mt.calibration import Calibration
+from mura_mt.evaluation.bootstrap import add_confidence_intervals, resample_counts, weighted_auroc, weighted_binary
+from mura_mt.evaluation.metrics import METRICS, compute_metrics
+from mura_mt.inference.calibration import Calibration
 from mura_mt.labels import BODY_PARTS
-from mura_mt.metrics import METRICS, compute_metrics
 
 
 def test_weighted_statistics_equal_scikit_learn():

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from mura_mt.compare import (
+from mura_mt.evaluation.compare import (
     ComparisonError,
     Evaluation,
     compare,

@@ -163,7 +163,7 @@ def test_a_study_that_cannot_be_read_is_failed_with_why_and_the_worker_goes_on(t
     from mura_mt.dicom_node.outputs import ModelIdentity
     from mura_mt.dicom_node.store import Instance
     from mura_mt.dicom_node.studies import StudyWorker, body_part_warning
-    from mura_mt.predictor import Predictor
+    from mura_mt.inference.predictor import Predictor
     from tests.conftest import REPO
 
     store = WorklistStore(tmp_path / "w.sqlite")
@@ -206,7 +206,7 @@ def test_a_study_that_gets_new_views_after_its_answer_is_answered_again(tmp_path
     from mura_mt.dicom_node.outputs import ModelIdentity, read_report
     from mura_mt.dicom_node.store import Instance
     from mura_mt.dicom_node.studies import StudyWorker
-    from mura_mt.predictor import Predictor
+    from mura_mt.inference.predictor import Predictor
     from tests.conftest import REPO
 
     store = WorklistStore(tmp_path / "w.sqlite")

@@ -14,8 +14,8 @@ import pytest
 from mura_mt.data.synthetic_dicom import write_dicom_studies
 from mura_mt.dicom_node.outputs import read_report
 from mura_mt.dicom_node.store import WorklistStore
-from mura_mt.io import load_radiograph
-from mura_mt.predictor import Predictor
+from mura_mt.imaging.io import load_radiograph
+from mura_mt.inference.predictor import Predictor
 from tests.conftest import REPO, free_port
 from tests.node_process import start_node, stop_node
 from tests.orthanc import instance_file, orthanc, route, study_series, upload, wait_for

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mura_mt.checkpoint import load_checkpoint
+from mura_mt.inference.checkpoint import load_checkpoint
 from tests.conftest import REPO
 
 
@@ -144,7 +144,7 @@ def test_kill_during_export_leaves_the_previous_checkpoint_loadable(trained_run,
     before = (best / "model.safetensors").read_bytes()
     script = f"""
 import os, signal
-from mura_mt import checkpoint
+from mura_mt.inference import checkpoint
 
 def half_then_killed(tensors, path, *args, **kwargs):
     with open(path, "wb") as f:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mura_mt.explain import gradcam, gradcam_with_output, overlay
+from mura_mt.inference.explain import gradcam, gradcam_with_output, overlay
 from mura_mt.model import MultiTaskNet, select_anomaly_logit
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.imaging.io import InvalidImageError, load_radiograph
 
 EXAMPLES = int(os.environ.get("MURA_MT_FUZZ_EXAMPLES", "2000"))
 SLOWEST_ALLOWED_S = 5.0

@@ -8,7 +8,7 @@ import pytest
 
 from mura_mt.config import TrainConfig
 from mura_mt.hardware import cpu_has_native_bf16, resolve_mixed_precision
-from mura_mt.predictor import Predictor
+from mura_mt.inference.predictor import Predictor
 from tests.conftest import REPO
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mura_mt.bulk import pack_studies, predict_files
-from mura_mt.calibration import Calibration
 from mura_mt.data import read_mura_index
-from mura_mt.predictor import Predictor
-from mura_mt.serving import ServingConfig, resolve_precision
+from mura_mt.inference.bulk import pack_studies, predict_files
+from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.serving import ServingConfig, resolve_precision
 from tests.conftest import REPO
 
 DEMO = REPO / "checkpoints/demo"
@@ -113,7 +113,7 @@ def test_largest_legitimate_image_is_answered_within_budget(tmp_path):
     import psutil
     from PIL import Image
 
-    from mura_mt.explain import overlay
+    from mura_mt.inference.explain import overlay
 
     y, x = np.mgrid[0:5000, 0:4000]
     Image.fromarray(((x + y) % 256).astype(np.uint8)).save(tmp_path / "large.png")

@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.imaging.io import InvalidImageError, load_radiograph
 from tests.images import encode, png16, png_chunk, ramp, raw_png
 
 

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.model import ModelOutput
+from mura_mt.training.losses import multitask_loss, mura_class_weights
 
 
 def test_class_weights_follow_the_paper():

@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from mura_mt.calibration import Calibration
+from mura_mt.evaluation.metrics import compute_metrics, gate_predictions
+from mura_mt.inference.calibration import Calibration
 from mura_mt.labels import PART_TO_IDX
-from mura_mt.metrics import compute_metrics, gate_predictions
-from mura_mt.release import fit_calibration
+from mura_mt.training.release import fit_calibration
 
 
 @pytest.fixture

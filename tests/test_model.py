@@ -37,7 +37,7 @@ def test_every_parameter_gets_a_gradient():
 
 
 def test_anomaly_column_k_gets_gradient_only_from_part_k_samples(model):
-    from mura_mt.losses import multitask_loss
+    from mura_mt.training.losses import multitask_loss
 
     model.zero_grad()
     parts = torch.tensor([1, 1, 4, 6])

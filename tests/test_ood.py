@@ -11,8 +11,8 @@ from PIL import Image
 
 from mura_mt import Predictor
 from mura_mt.bench.ood import public_images
+from mura_mt.inference.ood import WARNING, OodFeatures, OutOfDistribution, StageStatistics, fit_out_of_distribution
 from mura_mt.model import MultiTaskNet
-from mura_mt.ood import WARNING, OodFeatures, OutOfDistribution, StageStatistics, fit_out_of_distribution
 from tests.conftest import REPO
 
 
@@ -108,7 +108,7 @@ def test_demo_warns_on_real_images_and_rarely_on_fresh_synthetic_views(tmp_path)
 
 
 def test_the_warning_stands_above_the_verdict():
-    from app import _verdict
+    from mura_mt.web.upload_tab import verdict_markdown as _verdict
 
     predictor = Predictor.from_pretrained(REPO / "checkpoints/demo")
     photo = Path(matplotlib.get_data_path()) / "sample_data/grace_hopper.jpg"
@@ -119,12 +119,12 @@ def test_the_warning_stands_above_the_verdict():
 
 
 def test_a_checkpoint_without_the_statistics_still_serves_and_says_so(trained_run, tmp_path, caplog):
-    from mura_mt.checkpoint import export, load_checkpoint
+    from mura_mt.inference.checkpoint import export, load_checkpoint
 
     model, config = load_checkpoint(trained_run / "best")
     meta = {k: v for k, v in config.items() if k not in ("format_version", "body_parts", "weights_sha256")}
     export(tmp_path / "old", model, meta)  # as exported before the score existed: no ood.* tensors
-    with caplog.at_level("WARNING", logger="mura_mt.predictor"):
+    with caplog.at_level("WARNING", logger="mura_mt.inference.predictor"):
         predictor = Predictor.from_pretrained(tmp_path / "old")
     assert predictor.ood is None and "no statistics" in caplog.text
     result = predictor.predict(np.full((64, 64), 128, dtype=np.uint8) + np.eye(64, dtype=np.uint8) * 50)
@@ -132,7 +132,7 @@ def test_a_checkpoint_without_the_statistics_still_serves_and_says_so(trained_ru
 
 
 def test_channel_statistics_equal_mean_and_std_in_any_layout():
-    from mura_mt.ood import channel_mean_std
+    from mura_mt.inference.ood import channel_mean_std
 
     maps = torch.relu(torch.randn(3, 16, 20, 24, generator=torch.Generator().manual_seed(0)) * 2 + 1)
     expected = torch.cat([maps.mean(dim=(2, 3)), maps.std(dim=(2, 3))], dim=1)

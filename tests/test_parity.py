@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from mura_mt.calibration import Calibration
 from mura_mt.data import read_mura_index
-from mura_mt.decision import decide
-from mura_mt.evaluation import evaluate_checkpoint
-from mura_mt.predictor import Predictor
+from mura_mt.evaluation.evaluate import evaluate_checkpoint
+from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.decision import decide
+from mura_mt.inference.predictor import Predictor
 
 
 def test_predict_study_equals_evaluation_for_every_valid_study(trained_run, synthetic_root):

@@ -10,10 +10,10 @@ from PIL import Image
 from mura_mt import BODY_PARTS, Predictor
 from mura_mt.data import read_mura_index
 from mura_mt.data.cache import build_image_cache
-from mura_mt.evaluation import predict_table
+from mura_mt.evaluation.evaluate import predict_table
+from mura_mt.imaging.preprocessing import Preprocessing, normalize
+from mura_mt.inference.serving import ServingConfig
 from mura_mt.model import MultiTaskNet
-from mura_mt.preprocessing import Preprocessing, normalize
-from mura_mt.serving import ServingConfig
 
 
 @pytest.fixture(scope="module")

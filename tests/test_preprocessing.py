@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mura_mt.preprocessing import Preprocessing, eval_transform, letterbox, normalize, unletterbox
+from mura_mt.imaging.preprocessing import Preprocessing, eval_transform, letterbox, normalize, unletterbox
 
 PREP = Preprocessing(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -43,7 +43,7 @@ def test_serving_imports_no_training_stack():
     import sys
 
     probe = (
-        "import sys, mura_mt.predictor; "
+        "import sys, mura_mt.inference.predictor; "
         "print(sorted(m for m in ('pandas', 'torchvision.transforms.v2', 'accelerate', 'mura_mt.data.augment') "
         "if m in sys.modules))"
     )

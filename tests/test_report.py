@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from mura_mt.metrics import METRICS
-from mura_mt.release import fit_calibration
-from mura_mt.report import expected_calibration_error
+from mura_mt.evaluation.metrics import METRICS
+from mura_mt.evaluation.report import expected_calibration_error
+from mura_mt.training.release import fit_calibration
 from scripts import evaluate
 from tests.browser import chromium
 

@@ -10,24 +10,18 @@ import torch
 from pydicom.data import get_testdata_file
 
 from mura_mt import BODY_PARTS
-from mura_mt.bulk import predict_files
-from mura_mt.checkpoint import load_checkpoint
 from mura_mt.data import read_mura_index
-from mura_mt.evaluation import predict_table
-from mura_mt.explain import cam_from_forward, gradcam, pooled_by_average
+from mura_mt.evaluation.evaluate import predict_table
 from mura_mt.hardware import cpu_has_native_bf16
+from mura_mt.imaging.preprocessing import Preprocessing
+from mura_mt.inference.bulk import predict_files
+from mura_mt.inference.checkpoint import load_checkpoint
+from mura_mt.inference.explain import cam_from_forward, gradcam, pooled_by_average
+from mura_mt.inference.onnx_graph import TappedNet, cached_graph, graph_metadata
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.runners import RuntimeChoiceError, resolve_runtime, verified_int8_graph
+from mura_mt.inference.serving import ServingConfig
 from mura_mt.model import MultiTaskNet
-from mura_mt.predictor import Predictor
-from mura_mt.preprocessing import Preprocessing
-from mura_mt.runtime import (
-    RuntimeChoiceError,
-    TappedNet,
-    cached_graph,
-    graph_metadata,
-    resolve_runtime,
-    verified_int8_graph,
-)
-from mura_mt.serving import ServingConfig
 from tests.conftest import REPO
 
 DEMO = REPO / "checkpoints/demo"
@@ -104,7 +98,7 @@ def test_other_architectures_keep_captum_in_both_runtimes(tmp_path, valid_table,
     plain = Predictor(model, serving)
     assert not plain.cam_from_forward
     reference = plain.predict(path, explain=True)
-    from mura_mt.runtime import OnnxRunner
+    from mura_mt.inference.runners import OnnxRunner
 
     graph = cached_graph(model, "mobilenet-test", 64)
     onnx = Predictor(model, serving, runner=OnnxRunner(graph, model))
@@ -208,7 +202,7 @@ def test_int8_serves_only_with_a_matching_passing_record(tmp_path):
     with pytest.raises(RuntimeChoiceError, match="no int8 model"):
         verified_int8_graph(checkpoint, config)
     (checkpoint / "model.int8.onnx").write_bytes(b"graph")
-    from mura_mt.checkpoint import file_sha256
+    from mura_mt.inference.checkpoint import file_sha256
 
     good = {
         "file": "model.int8.onnx",
@@ -228,8 +222,8 @@ def test_int8_serves_only_with_a_matching_passing_record(tmp_path):
 
 def test_export_int8_records_what_it_measured_and_serving_obeys_it(trained_run, synthetic_root, tmp_path):
     import scripts.export_onnx as export_onnx
-    from mura_mt.evaluation import evaluate_checkpoint
-    from mura_mt.runtime import OnnxRunner
+    from mura_mt.evaluation.evaluate import evaluate_checkpoint
+    from mura_mt.inference.runners import OnnxRunner
 
     checkpoint = shutil.copytree(trained_run / "best", tmp_path / "ckpt")
     export_onnx.main(["--checkpoint", str(checkpoint), "--data-root", str(synthetic_root), "--int8"])

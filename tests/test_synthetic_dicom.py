@@ -10,7 +10,7 @@ from PIL import Image
 
 from mura_mt.data import read_mura_index
 from mura_mt.data.synthetic_dicom import PATIENT_NAMES, TRANSFER_SYNTAXES, write_dicom_studies
-from mura_mt.io import load_radiograph
+from mura_mt.imaging.io import load_radiograph
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from accelerate.utils import DataLoaderConfiguration
 from PIL import Image
 from safetensors.torch import load_file
 
-from mura_mt.checkpoint import CheckpointError, load_checkpoint
 from mura_mt.config import load_config
 from mura_mt.data import MuraIndexError, read_mura_index
+from mura_mt.inference.checkpoint import CheckpointError, load_checkpoint
 from mura_mt.model import MultiTaskNet
-from mura_mt.training import fit
+from mura_mt.training.loop import fit
 from tests.conftest import REPO, smoke_overrides
 
 
@@ -201,7 +201,7 @@ def test_eval_every_evaluates_and_saves_state_only_when_due(synthetic_root, tmp_
 
 
 def test_learning_rate_scales_with_the_global_batch():
-    from mura_mt.training import scaled_lr
+    from mura_mt.training.loop import scaled_lr
 
     cfg = load_config(None, ["train.lr=1e-3", "train.batch_size=32", "train.lr_base_batch=32"])
     assert scaled_lr(cfg, 8) == pytest.approx(1e-3)  # "none" is the default

@@ -5,7 +5,7 @@ import pytest
 
 from mura_mt.bench.worklist_fill import fill
 from mura_mt.dicom_node.store import Instance, WorklistStore
-from mura_mt.worklist import API_KEYS, api_rows, parse_since, table_html
+from mura_mt.web.worklist import API_KEYS, api_rows, parse_since, table_html
 
 
 def test_names_from_dicom_headers_are_escaped_in_the_page(tmp_path):
@@ -54,7 +54,7 @@ def test_bad_api_input_is_refused_with_what_is_accepted(tmp_path):
 
 
 def test_a_study_whose_files_are_elsewhere_says_which_node_holds_them(tmp_path):
-    from mura_mt.worklist import StudyViews
+    from mura_mt.web.worklist import StudyViews
 
     store = WorklistStore(tmp_path / "w.sqlite", node="NODEB")
     store.add_instance(Instance("1.1", "1", "1.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "WRIST",

@@ -15,7 +15,7 @@ import pytest
 from mura_mt.bench.worklist_fill import fill
 from mura_mt.data.synthetic_dicom import write_dicom_studies
 from mura_mt.dicom_node.store import WorklistStore
-from mura_mt.worklist import API_KEYS
+from mura_mt.web.worklist import API_KEYS
 from tests.browser import chromium
 from tests.conftest import REPO, free_port, running_app
 from tests.orthanc import orthanc, route, upload, wait_for

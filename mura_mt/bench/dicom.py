@@ -31,8 +31,8 @@ def dicom_block(checkpoint: str, quick: bool) -> dict:
     from mura_mt.data.synthetic import make_synthetic_mura
     from mura_mt.data.synthetic_dicom import write_dicom_studies
     from mura_mt.dicom_node.store import WorklistStore
-    from mura_mt.io import load_radiograph
-    from mura_mt.predictor import Predictor
+    from mura_mt.imaging.io import load_radiograph
+    from mura_mt.inference.predictor import Predictor
 
     if orthanc_binary() is None:
         return {"skipped": "Orthanc is not installed (apt-get install orthanc)"}

@@ -28,12 +28,13 @@ import torch
 from captum.attr import LayerGradCam
 from PIL import Image
 
+from mura_mt.imaging.preprocessing import Preprocessing, eval_transform
+from mura_mt.inference.onnx_graph import cached_graph
+from mura_mt.inference.ood import STYLE_STAGES, OutOfDistribution
+from mura_mt.inference.predictor import Predictor
+from mura_mt.inference.runners import OnnxRunner, resolve_runtime
+from mura_mt.inference.serving import ServingConfig
 from mura_mt.model import MultiTaskNet
-from mura_mt.ood import STYLE_STAGES, OutOfDistribution
-from mura_mt.predictor import Predictor
-from mura_mt.preprocessing import Preprocessing, eval_transform
-from mura_mt.runtime import OnnxRunner, cached_graph, resolve_runtime
-from mura_mt.serving import ServingConfig
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -166,7 +167,7 @@ def throughput(size: int, batches: tuple[int, ...], repeats: int, device: torch.
 _MEMORY_PROBE = """
 import json, sys, psutil, torch, timm
 from mura_mt.model import MultiTaskNet
-from mura_mt.ood import STYLE_STAGES, OutOfDistribution
+from mura_mt.inference.ood import STYLE_STAGES, OutOfDistribution
 from mura_mt.bench.inference import TwoStage
 torch.set_num_threads(1)
 process = psutil.Process()
@@ -236,7 +237,7 @@ def bulk_block(checkpoint: str, quick: bool) -> dict:
     """``predict.py``'s path (``bulk.predict_files``: batches across files, decoding prefetched, runtime and precision
     auto) against calling ``Predictor.predict`` file by file (PyTorch fp32, the Predictor's defaults), on the same PNG
     files."""
-    from mura_mt.bulk import predict_files
+    from mura_mt.inference.bulk import predict_files
 
     examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.png"))
     n_studies, views = (4, 2) if quick else (24, 4)

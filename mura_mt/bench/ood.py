@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mura_mt.io import load_radiograph
-from mura_mt.ood import WARNING
-from mura_mt.predictor import Predictor
+from mura_mt.imaging.io import load_radiograph
+from mura_mt.inference.ood import WARNING
+from mura_mt.inference.predictor import Predictor
 
 CROPS = ((0, 0, 0.6, 0.6), (0.4, 0.4, 1, 1), (0.2, 0.1, 0.8, 0.9), (0, 0.3, 0.7, 1), (0.25, 0.25, 0.75, 0.75))
 

@@ -27,12 +27,13 @@ import torch
 from PIL import Image
 
 from mura_mt.bench.inference import full_size_ood, latency_ms
-from mura_mt.checkpoint import load_checkpoint
 from mura_mt.hardware import cpu_has_native_bf16, describe_cpu, usable_cores
-from mura_mt.predictor import Predictor, PreparedImage
-from mura_mt.preprocessing import Preprocessing
-from mura_mt.runtime import OnnxRunner, TorchRunner, cached_graph
-from mura_mt.serving import ServingConfig
+from mura_mt.imaging.preprocessing import Preprocessing
+from mura_mt.inference.checkpoint import load_checkpoint
+from mura_mt.inference.onnx_graph import cached_graph
+from mura_mt.inference.predictor import Predictor, PreparedImage
+from mura_mt.inference.runners import OnnxRunner, TorchRunner
+from mura_mt.inference.serving import ServingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = {
@@ -43,7 +44,7 @@ TARGETS = {
 
 
 def _predictors(checkpoint: Path, size: int, folder: Path) -> dict[str, Predictor]:
-    from mura_mt.quantize import quantize_graph
+    from mura_mt.inference.quantize import quantize_graph
 
     model, config = load_checkpoint(checkpoint)
     pre = config["preprocessing"]

@@ -16,11 +16,11 @@ from mura_mt.config import TrainConfig, load_config
 from mura_mt.data.augment import DeviceAugment
 from mura_mt.data.prepare import SplitData
 from mura_mt.hardware import describe_cpu, resolve_mixed_precision
+from mura_mt.imaging.preprocessing import resolve_preprocessing
 from mura_mt.labels import BODY_PARTS
-from mura_mt.losses import multitask_loss, mura_class_weights
 from mura_mt.model import MultiTaskNet
-from mura_mt.preprocessing import resolve_preprocessing
-from mura_mt.training import StepContext, build_dataloaders, build_optimizer, train_one_epoch
+from mura_mt.training.loop import StepContext, build_dataloaders, build_optimizer, train_one_epoch
+from mura_mt.training.losses import multitask_loss, mura_class_weights
 
 
 def _table(n: int) -> pd.DataFrame:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mura_mt.io import InvalidImageError, load_radiograph
-from mura_mt.preprocessing import letterbox
+from mura_mt.imaging.io import InvalidImageError, load_radiograph
+from mura_mt.imaging.preprocessing import letterbox
 
 CACHE_ENV = "MURA_MT_CACHE"
 CACHE_FORMAT = 2  # bump when what a cached pixel means changes (decoder, letterbox)

@@ -11,4 +11,6 @@ the Predictor imports none of them:
   limit, disk budget.
 - ``studies``: a study is answered once quiet, with ``Predictor.predict_study``; ``outputs``: its Secondary
   Captures and SR; ``delivery``: C-STORE/STOW-RS with retries; ``loop``: the background passes they run in.
+
+May import ``inference``, ``imaging`` and the shared root modules; never ``web``, ``evaluation`` or ``training``.
 """

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mura_mt.dicom_node.receive import OWN_MANUFACTURER
-from mura_mt.explain import overlay
+from mura_mt.inference.explain import overlay
 
 SCHEME = "99MURAMT"  # a private coding scheme ("99" prefix): the concepts below are this project's own
 SC_SERIES_DESCRIPTION = "mura-mt Grad-CAM overlay - NOT FOR DIAGNOSTIC USE"
@@ -32,7 +32,7 @@ class ModelIdentity:
     @classmethod
     def of(cls, checkpoint, node_ae_title: str) -> ModelIdentity:
         """The identity of the checkpoint a node serves (its backbone, folder name and weights' sha256)."""
-        from mura_mt.checkpoint import checkpoint_config
+        from mura_mt.inference.checkpoint import checkpoint_config
 
         config = checkpoint_config(checkpoint)
         name = f"mura-mt {config['model']['backbone']} ({Path(str(checkpoint)).name})"

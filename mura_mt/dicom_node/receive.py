@@ -27,7 +27,7 @@ from pathlib import Path
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.store import Instance, WorklistStore
-from mura_mt.pixels import DEFAULT_LIMITS, InvalidImageError, check_geometry
+from mura_mt.imaging.pixels import DEFAULT_LIMITS, InvalidImageError, check_geometry
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
 
-from mura_mt.calibration import Calibration
-from mura_mt.decision import decide
+from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.decision import decide
 from mura_mt.labels import BODY_PARTS, PART_TO_IDX
 
 GATES = ("predicted", "true")

@@ -4,7 +4,7 @@ config.json holds the architecture, the body-part order, the preprocessing, the 
 thresholds, metrics, the command that produced it and the sha256 of the weights. Export writes into a
 temporary folder and renames it into place, so a reader never sees a half-written checkpoint. Loading reads
 safetensors only (never pickle) and refuses weights whose hash or body-part order does not match.
-This module is for serving; resumable training state is Accelerate's ``save_state`` (see training.py).
+This module is for serving; resumable training state is Accelerate's ``save_state`` (see training/loop.py).
 """
 
 from __future__ import annotations

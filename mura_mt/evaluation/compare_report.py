@@ -13,7 +13,7 @@ import io
 import json
 from pathlib import Path
 
-from mura_mt.compare import METRICS, groups, plain_reading
+from mura_mt.evaluation.compare import METRICS, groups, plain_reading
 
 TITLES = {
     "study_kappa": "study kappa",

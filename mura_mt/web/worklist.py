@@ -19,8 +19,8 @@ from pathlib import Path
 
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.studies import is_radiograph
-from mura_mt.explain import overlay
-from mura_mt.io import InvalidImageError, load_radiograph
+from mura_mt.inference.explain import overlay
+from mura_mt.imaging.io import InvalidImageError, load_radiograph
 
 API_KEYS = ("study_uid", "accession", "patient_id", "received", "views", "status", "body_part", "abnormal_prob",
             "is_abnormal", "warnings", "read")  # fmt: skip

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from mura_mt.explain import overlay
-from mura_mt.io import InvalidImageError
-from mura_mt.predictor import Predictor, PreparedImage, StudyPrediction
+from mura_mt.inference.explain import overlay
+from mura_mt.imaging.io import InvalidImageError
+from mura_mt.inference.predictor import Predictor, PreparedImage, StudyPrediction
 
 
 def predict_files(

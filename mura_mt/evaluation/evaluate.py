@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mura_mt.io import InvalidImageError
-from mura_mt.metrics import compute_metrics
-from mura_mt.predictor import Predictor
+from mura_mt.imaging.io import InvalidImageError
+from mura_mt.evaluation.metrics import compute_metrics
+from mura_mt.inference.predictor import Predictor
 
 
 def predict_table(

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from mura_mt.predictor import Predictor
+from mura_mt.inference.predictor import Predictor
 
 FRACTIONS = np.linspace(0.0, 1.0, 11)
 

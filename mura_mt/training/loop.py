@@ -22,18 +22,18 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mura_mt.calibration import Calibration
+from mura_mt.inference.calibration import Calibration
 from mura_mt.config import Config, save_config
 from mura_mt.data.augment import DeviceAugment
 from mura_mt.data.dataset import CachedImages, batch_collate
 from mura_mt.data.prepare import SplitData, prepare_data
-from mura_mt.losses import multitask_loss, mura_class_weights
-from mura_mt.metrics import compute_metrics
+from mura_mt.training.losses import multitask_loss, mura_class_weights
+from mura_mt.evaluation.metrics import compute_metrics
 from mura_mt.model import build_model
-from mura_mt.ood import OodFeatures, StageStatistics
-from mura_mt.preprocessing import Preprocessing, normalize, resolve_preprocessing
-from mura_mt.release import export_best
-from mura_mt.state import latest_state, save_state
+from mura_mt.inference.ood import OodFeatures, StageStatistics
+from mura_mt.imaging.preprocessing import Preprocessing, normalize, resolve_preprocessing
+from mura_mt.training.release import export_best
+from mura_mt.training.state import latest_state, save_state
 
 logger = get_logger(__name__)
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mura_mt.calibration import Calibration
-from mura_mt.checkpoint import export
+from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.checkpoint import export
 from mura_mt.config import Config, config_to_dict
 from mura_mt.data.prepare import SplitData
-from mura_mt.decision import decide
+from mura_mt.inference.decision import decide
 from mura_mt.labels import BODY_PARTS, PART_TO_IDX
-from mura_mt.metrics import compute_metrics
+from mura_mt.evaluation.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet
-from mura_mt.ood import OodFeatures, fit_out_of_distribution
-from mura_mt.preprocessing import Preprocessing
+from mura_mt.inference.ood import OodFeatures, fit_out_of_distribution
+from mura_mt.imaging.preprocessing import Preprocessing
 
 VAL_SPLIT = "val (patient-grouped from the official train set)"
 _MIN_STUDIES = 50  # per part: below this the paper's rule stays (Platt + threshold on fewer studies overfit: measured)

@@ -1,4 +1,4 @@
-"""DICOM decoding for ``mura_mt.io`` (which calls it; this module imports only ``pixels``): header checks first,
+"""DICOM decoding for ``mura_mt.imaging.io`` (which calls it; this module imports only ``pixels``): header checks first,
 then the standard grey-scale pipeline.
 
 Owns only the DICOM path of ``load_radiograph``. The header is read without pixel data so that absurd sizes,
@@ -17,11 +17,11 @@ from PIL import Image
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space
 
-from mura_mt.pixels import ImageLimits, InvalidImageError, check_geometry, scale_to_uint8
+from mura_mt.imaging.pixels import ImageLimits, InvalidImageError, check_geometry, scale_to_uint8
 
 
 def decode_dicom(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode one single-frame DICOM image to 8-bit grayscale (see ``mura_mt.io`` for the rules)."""
+    """Decode one single-frame DICOM image to 8-bit grayscale (see ``mura_mt.imaging.io`` for the rules)."""
     try:
         return _decode(data, limits)
     except InvalidImageError:

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 # The limits and helpers the DICOM path shares live in their own module, so io and dicom never import each other
-# in a circle; io re-exports them (``mura_mt.io.InvalidImageError`` is a contract).
-from mura_mt.pixels import DEFAULT_LIMITS, ImageLimits, InvalidImageError, check_geometry, scale_to_uint8
+# in a circle; io re-exports them (``mura_mt.imaging.io.InvalidImageError`` is a contract).
+from mura_mt.imaging.pixels import DEFAULT_LIMITS, ImageLimits, InvalidImageError, check_geometry, scale_to_uint8
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -68,7 +68,7 @@ def load_radiograph(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -
     if data.startswith(JPEG_MAGIC):
         return _decode_pil(data, limits)
     if len(data) >= 132 and data[128:132] == b"DICM":
-        from mura_mt.dicom import decode_dicom  # pydicom is imported only when a DICOM file arrives
+        from mura_mt.imaging.dicom import decode_dicom  # pydicom is imported only when a DICOM file arrives
 
         return decode_dicom(data, limits)
     raise InvalidImageError("this is not a PNG, JPEG or DICOM image (judged by its content, not its name)")

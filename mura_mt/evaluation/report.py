@@ -20,11 +20,11 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mura_mt.calibration import Calibration
-from mura_mt.explain import overlay
+from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.explain import overlay
 from mura_mt.labels import BODY_PARTS
-from mura_mt.metrics import GATES, gate_predictions
-from mura_mt.predictor import Predictor
+from mura_mt.evaluation.metrics import GATES, gate_predictions
+from mura_mt.inference.predictor import Predictor
 
 # Rajpurkar et al., MURA (arXiv 1712.06957 v4), Table 2: the model's Cohen's kappa on the hidden TEST set.
 # A different split from anything this project evaluates on: context, not a like-for-like comparison.

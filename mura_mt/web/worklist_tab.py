@@ -1,6 +1,6 @@
 """The Worklist tab and the ``/worklist`` API, mounted by ``app.build_demo`` when the app has a worklist store.
 
-Callbacks are thin: the rows, the study's pictures and its answer come from ``mura_mt.worklist``. The table refreshes
+Callbacks are thin: the rows, the study's pictures and its answer come from ``mura_mt.web.worklist``. The table refreshes
 itself every few seconds, and only when the store changed (``store.version``), so an idle page sends nothing and a
 reader's selection and scroll stay where they are; the study shown below the table changes only when the reader picks
 another. The study's pictures travel inside the page as data: URIs, never as files (patient data never reaches
@@ -16,7 +16,7 @@ import gradio as gr
 
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.store import WorklistStore
-from mura_mt.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
+from mura_mt.web.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
 
 REFRESH_S = 3.0
 PAGE_SIZE = 100

@@ -21,18 +21,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mura_mt.calibration import Calibration
-from mura_mt.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
-from mura_mt.decision import decide
-from mura_mt.explain import cam_from_forward, pooled_by_average, scale_to_unit
-from mura_mt.io import ImageSource, load_radiograph
+from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
+from mura_mt.inference.decision import decide
+from mura_mt.inference.explain import cam_from_forward, pooled_by_average, scale_to_unit
+from mura_mt.imaging.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
-from mura_mt.ood import WARNING as UNLIKE_TRAINING
-from mura_mt.ood import OodFeatures, OutOfDistribution
-from mura_mt.preprocessing import Geometry, eval_transform, unletterbox
-from mura_mt.runtime import ModelRunner, TorchRunner, make_runner
-from mura_mt.serving import ServingConfig
+from mura_mt.inference.ood import WARNING as UNLIKE_TRAINING
+from mura_mt.inference.ood import OodFeatures, OutOfDistribution
+from mura_mt.imaging.preprocessing import Geometry, eval_transform, unletterbox
+from mura_mt.inference.runners import ModelRunner, TorchRunner, make_runner
+from mura_mt.inference.serving import ServingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mura_mt.bootstrap import resample_counts, weighted_auroc, weighted_binary
+from mura_mt.evaluation.bootstrap import resample_counts, weighted_auroc, weighted_binary
 from mura_mt.labels import BODY_PARTS
 
 METRICS = ("study_kappa", "study_auroc", "sensitivity", "specificity")

@@ -9,7 +9,7 @@ the heads and the out-of-distribution statistics stay in float, so the logits an
 through the backbone.
 
 The record (``config.json`` -> ``onnx_int8``) names the file, its sha256, the weights it was made from, the
-calibration and the measured agreement with fp32 on a stated split. ``runtime.verified_int8_graph`` serves the
+calibration and the measured agreement with fp32 on a stated split. ``runners.verified_int8_graph`` serves the
 graph only when all of that matches and ``accuracy.passed`` is true. Export-time only: serving never imports this.
 """
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mura_mt.calibration import Calibration
+from mura_mt.inference.calibration import Calibration
 
 
 @dataclass(frozen=True)

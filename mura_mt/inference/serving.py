@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mura_mt.calibration import Calibration
+from mura_mt.inference.calibration import Calibration
 from mura_mt.hardware import cpu_has_native_bf16
-from mura_mt.preprocessing import Preprocessing
+from mura_mt.imaging.preprocessing import Preprocessing
 
 PRECISIONS = ("auto", "fp32", "bf16")
 

@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mura_mt.labels import BODY_PARTS
-from mura_mt.metrics import GATES, METRICS, gate_predictions
+from mura_mt.evaluation.metrics import GATES, METRICS, gate_predictions
 
 DEFAULT_RESAMPLES = 2000
 

@@ -1,0 +1,5 @@
+"""Evaluation: how good a checkpoint is, with intervals. ``evaluate`` runs a split through the Predictor,
+``metrics`` (study-level kappa, AUROC, sensitivity, specificity), ``bootstrap`` intervals, the HTML/Markdown
+``report``, the paired ``compare`` of two evaluations and its report, Grad-CAM ``faithfulness`` and the Hub
+``model_card``. May import ``inference``, ``imaging`` and the shared root modules; never ``training`` or ``web``.
+"""
