@@ -126,8 +126,23 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, key.strip(), _override_value(value))
     return _build(Config, raw, prefix="")
+
+
+_WORD_BOOLEANS = {"yes": True, "on": True, "no": False, "off": False}
+
+
+def _override_value(text: str) -> Any:
+    """A value given on the command line, read as YAML 1.2 reads it: only true and false are booleans. YAML 1.1
+    (PyYAML) also reads yes, no, on and off as booleans, which turned ``train.mixed_precision=no`` (Accelerate's own
+    word, and what ``auto`` resolves to on a CPU without bf16) into False."""
+    if not text.strip():
+        return None
+    value = yaml.safe_load(text)
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()
+    return value
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -178,6 +193,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     for typ in allowed:
         if typ is bool and isinstance(value, bool):
             return value
+        if typ is bool and isinstance(value, str) and value.lower() in _WORD_BOOLEANS:
+            return _WORD_BOOLEANS[value.lower()]  # a bare yes/no/on/off from the command line, for a boolean key
         if typ is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -190,4 +207,5 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
-    raise ConfigError(f"{key}: expected {names}, got {value!r}")
+    hint = " (YAML reads a bare yes/no/on/off as a boolean: quote it)" if isinstance(value, bool) else ""
+    raise ConfigError(f"{key}: expected {names}, got {value!r}{hint}")

@@ -46,3 +46,11 @@ def test_spaces_requirements_match_the_package_pins():
     front_matter = (REPO / "README.md").read_text().split("---")[1]
     gradio_pin = next(p for p in pinned if p.startswith("gradio[mcp]=="))
     assert f"sdk_version: {gradio_pin.split('==')[1]}" in front_matter
+
+
+def test_yes_no_on_off_stay_words_where_a_word_is_expected():
+    """Accelerate's "no" (what train.mixed_precision auto resolves to on a CPU without bf16) is a word, not False;
+    a boolean key still takes yes/no."""
+    cfg = load_config(None, ["train.mixed_precision=no", "model.pretrained=no"])
+    assert cfg.train.mixed_precision == "no" and cfg.model.pretrained is False
+    assert load_config(None, ["model.pretrained=true"]).model.pretrained is True
