@@ -22,9 +22,10 @@ def start_node(
     *extra: str,
     ae_title: str = NODE,
     db: str | None = None,
+    tls_args=None,
 ) -> subprocess.Popen:
-    """``scripts/dicom_node.py`` on the demo checkpoint, ready once it answers C-ECHO; ``db``: its worklist (default:
-    a SQLite file in ``tmp``)."""
+    """``scripts/dicom_node.py`` on the demo checkpoint, ready once it answers C-ECHO (over TLS with ``tls_args``,
+    pynetdicom's (context, host)); ``db``: its worklist (default: a SQLite file in ``tmp``)."""
     log = open(tmp / log_name, "w")
     command = [sys.executable, "scripts/dicom_node.py", "--checkpoint", "checkpoints/demo", "--ae-title", ae_title,
                "--port", str(port), "--host", "127.0.0.1", "--db", db or str(tmp / "worklist.sqlite"),
@@ -38,7 +39,7 @@ def start_node(
             pytest.fail(f"dicom_node.py exited: {(tmp / log_name).read_text()[-3000:]}")
         ae = AE(ae_title="ORTHANC")
         ae.add_requested_context("1.2.840.10008.1.1")
-        association = ae.associate("127.0.0.1", port, ae_title=ae_title)
+        association = ae.associate("127.0.0.1", port, ae_title=ae_title, tls_args=tls_args)
         if association.is_established:
             association.release()
             return process

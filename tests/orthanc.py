@@ -17,14 +17,19 @@ __all__ = ["instance_file", "orthanc", "route", "study_series", "upload", "wait_
 
 @contextlib.contextmanager
 def orthanc(
-    folder: Path, modalities: dict[str, list], aet: str = "ORTHANC", dicom_port: int | None = None
+    folder: Path,
+    modalities: dict[str, list | dict],
+    aet: str = "ORTHANC",
+    dicom_port: int | None = None,
+    extra: dict | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Yields (REST URL, DICOM port) of a running Orthanc; ``modalities``: name -> [AET, host, port]."""
+    """Yields (REST URL, DICOM port) of a running Orthanc; ``modalities``: name -> [AET, host, port] or Orthanc's
+    dict form; ``extra``: more configuration."""
     with required(
         orthanc_binary() is not None,
         "CI must run the DICOM tests: Orthanc is not installed (.ci/run installs it)",
         "Orthanc not installed (apt-get install orthanc orthanc-dicomweb; .ci/run does)",
-        running_orthanc(folder, modalities, aet, dicom_port),
+        running_orthanc(folder, modalities, aet, dicom_port, extra),
     ) as address:
         yield address
 

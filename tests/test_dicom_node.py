@@ -203,7 +203,8 @@ def test_retain_hours_deletes_pixels_of_delivered_studies_and_keeps_their_rows(t
 
 
 def test_a_study_that_gets_new_views_after_its_answer_is_answered_again(tmp_path, dicom_studies):
-    from mura_mt.dicom_node.outputs import ModelIdentity, read_report
+    from mura_mt.dicom_node.outputs import ModelIdentity
+    from mura_mt.dicom_node.sr import read_report
     from mura_mt.dicom_node.store import Instance
     from mura_mt.dicom_node.studies import StudyWorker
     from mura_mt.inference.predictor import Predictor

@@ -1,7 +1,9 @@
 """The whole node against a REAL Orthanc: Orthanc routes studies to `scripts/dicom_node.py`, which answers in the same
-study with one Secondary Capture per view and an SR whose values equal `Predictor.predict_study` on the same pixels;
-MONOCHROME1 and JPEG 2000 studies are answered, a CT study is skipped, resending changes nothing; a kill -9 between
-acknowledgement and analysis loses nothing, and a destination that is down gets the answer, once, when it is back."""
+study with one Secondary Capture per view and a TID 1500 SR whose values, read back with highdicom, equal
+`Predictor.predict_study` on the same pixels, view by view; Pixelmed and dciodvfy find no error in what comes back;
+MONOCHROME1, JPEG 2000, a real CR and a CR without the usual Type 2 attributes, spacing, orientation or laterality
+are answered, a CT study is skipped, resending changes nothing; a kill -9 between acknowledgement and analysis loses
+nothing, and a destination that is down gets the answer, once, when it is back."""
 
 import io
 import os
@@ -12,13 +14,14 @@ import pydicom
 import pytest
 
 from mura_mt.data.synthetic_dicom import write_dicom_studies
-from mura_mt.dicom_node.outputs import read_report
+from mura_mt.dicom_node.sr import read_report
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.imaging.io import load_radiograph
 from mura_mt.inference.predictor import Predictor
 from tests.conftest import REPO, free_port
 from tests.node_process import start_node, stop_node
 from tests.orthanc import instance_file, orthanc, route, study_series, upload, wait_for
+from tests.validators import dciodvfy, errors, pixelmed_sr
 
 pytestmark = pytest.mark.slow
 NODE = "MURAMT"
@@ -39,6 +42,65 @@ def _ct_study(folder: Path, out: Path) -> Path:
     return out
 
 
+# what many older CR systems leave out; the node must answer such a study all the same
+SPARSE_HEADER = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID", "StudyDate", "StudyTime",
+                 "AccessionNumber", "BodyPartExamined", "StudyDescription", "ViewPosition", "Laterality",
+                 "PatientOrientation", "ImagerPixelSpacing")  # fmt: skip
+
+
+def _sparse_study(folder: Path, out: Path) -> Path:
+    """A copy of a study as the sparsest CR the node accepts: patient id and name, UIDs, pixels, little else."""
+    out.mkdir(parents=True)
+    for file in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(file)
+        for keyword in SPARSE_HEADER:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(out / file.name, enforce_file_format=True)
+    return out
+
+
+def _real_study(out: Path) -> Path:
+    """A real CR (pydicom-data's RG3, a lower leg: unlike MURA, so its answer carries a warning)."""
+    import shutil
+
+    import data_store
+
+    out.mkdir(parents=True)
+    shutil.copy(Path(data_store.__file__).parent / "data" / "RG3_UNCR.dcm", out / "RG3_UNCR.dcm")
+    return out
+
+
+def _check_sr(report: pydicom.Dataset, expected, originals: list[pydicom.Dataset]) -> dict:
+    """The SR read back with highdicom equals the Predictor's answer, for the study and for each view."""
+    answer = read_report(report)
+    assert answer["abnormal_prob"] == pytest.approx(expected.abnormal_prob, abs=1e-4)
+    assert 0.0 <= answer["abnormal_prob"] <= 1.0 and answer["body_part"] == expected.body_part
+    assert answer["verdict"] == ("abnormal" if expected.is_abnormal else "normal")
+    assert answer["threshold"] == pytest.approx(expected.threshold)
+    assert set(expected.warnings) <= set(answer["warnings"])
+    assert sorted(answer["images"]) == sorted(o.SOPInstanceUID for o in originals)
+    by_image = {view["images"][0]: view for view in answer["views"]}
+    assert len(answer["views"]) == len(originals) == len(by_image)
+    for original, view in zip(originals, expected.views):
+        read = by_image[original.SOPInstanceUID]
+        assert read["abnormal_prob"] == pytest.approx(view.abnormal_prob, abs=1e-4)
+        assert read["verdict"] == ("abnormal" if view.is_abnormal else "normal") and read["warnings"] == view.warnings
+    return answer
+
+
+def _validate(report: pydicom.Dataset, captures: list[pydicom.Dataset], folder: Path, pixelmed: bool) -> None:
+    """dciodvfy on the SR and every Secondary Capture, and Pixelmed on the SR: TID 1500 and no error line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, made in enumerate([report, *captures]):
+        path = folder / f"{n}.dcm"
+        made.save_as(path, enforce_file_format=True)
+        assert errors(dciodvfy(path)) == [], dciodvfy(path)
+    if pixelmed:
+        found = pixelmed_sr(folder / "0.dcm")
+        assert "Found Root Template TID_1500 (MeasurementReport)" in found and errors(found) == [], found
+
+
 def _answers(url: str, study_uid: str) -> tuple[list[pydicom.Dataset], list[pydicom.Dataset]]:
     """(secondary captures, SRs) Orthanc holds for a study."""
     captures, reports = [], []
@@ -57,7 +119,10 @@ def studies(synthetic_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("roundtrip-studies")
     plain = write_dicom_studies(synthetic_root, root / "plain", "valid", "explicit", seed=11, limit=3)
     jpeg = write_dicom_studies(synthetic_root, root / "j2k", "valid", "jpeg2000", seed=12, limit=1)
-    return {"plain": plain, "jpeg2000": jpeg, "ct": _ct_study(plain[0], root / "ct")}
+    full = write_dicom_studies(synthetic_root, root / "full", "valid", "explicit", seed=13, limit=1)[0]
+    sparse = _sparse_study(full, root / "sparse")
+    return {"plain": plain, "jpeg2000": jpeg, "ct": _ct_study(plain[0], root / "ct"), "sparse": sparse,
+            "real": _real_study(root / "real")}  # fmt: skip
 
 
 def test_orthanc_round_trip(studies, tmp_path):
@@ -67,10 +132,12 @@ def test_orthanc_round_trip(studies, tmp_path):
         node = start_node(tmp_path, node_port, f"ORTHANC@127.0.0.1:{orthanc_port}", 1.0, "node.log",
                            "--dicomweb", f"{url}/dicom-web")  # fmt: skip
         try:
-            folders = [*studies["plain"], *studies["jpeg2000"], studies["ct"]]
+            folders = [*studies["plain"], *studies["jpeg2000"], studies["ct"], studies["sparse"], studies["real"]]
             ids = upload(url, [f for folder in folders for f in sorted(folder.glob("*.dcm"))])
             assert route(url, "node", ids).status_code == 200
-            analysed = [*studies["plain"], *studies["jpeg2000"]]
+            analysed = [*studies["plain"], *studies["jpeg2000"], studies["sparse"], studies["real"]]
+            # Pixelmed (a JVM, about 10 s a run) reads a study with every header and the sparse one
+            validated = {studies["plain"][0], studies["sparse"]}
             for folder in analysed:
                 files = sorted(folder.glob("*.dcm"))
                 originals = [pydicom.dcmread(f) for f in files]
@@ -82,17 +149,13 @@ def test_orthanc_round_trip(studies, tmp_path):
                 )
                 assert len(reports) == 1 and len(captures) == len(files)  # one SC per view, one SR
                 expected = reference.predict_study([load_radiograph(str(f)) for f in files])
-                answer = read_report(reports[0])
-                assert answer["abnormal_prob"] == pytest.approx(expected.abnormal_prob, abs=1e-4)
-                assert 0.0 <= answer["abnormal_prob"] <= 1.0 and answer["body_part"] == expected.body_part
-                assert answer["verdict"] == ("abnormal" if expected.is_abnormal else "normal")
-                assert sorted(answer["images"]) == sorted(o.SOPInstanceUID for o in originals)
+                _check_sr(reports[0], expected, originals)
+                _validate(reports[0], captures, tmp_path / "validated" / folder.name, folder in validated)
                 for made in (*captures, *reports):
                     assert made.StudyInstanceUID == study_uid and made.PatientName == originals[0].PatientName
-                    assert (
-                        made.PatientID == originals[0].PatientID
-                        and made.AccessionNumber == originals[0].AccessionNumber
-                    )
+                    assert made.PatientID == originals[0].PatientID
+                    for keyword in ("AccessionNumber", "PatientBirthDate"):  # copied, or empty: never invented
+                        assert keyword in made and (made[keyword].value or "") == (originals[0].get(keyword) or "")
                     assert (
                         made.SeriesDescription.startswith("mura-mt")
                         and "NOT FOR DIAGNOSTIC USE" in made.SeriesDescription

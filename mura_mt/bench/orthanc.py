@@ -32,9 +32,14 @@ def orthanc_binary() -> str | None:
 
 @contextlib.contextmanager
 def running_orthanc(
-    folder: Path, modalities: dict[str, list], aet: str = "ORTHANC", dicom_port: int | None = None
+    folder: Path,
+    modalities: dict[str, list | dict],
+    aet: str = "ORTHANC",
+    dicom_port: int | None = None,
+    extra: dict | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Yields (REST URL, DICOM port); ``modalities``: name -> [AET, host, port]. RuntimeError if it cannot start."""
+    """Yields (REST URL, DICOM port); ``modalities``: name -> [AET, host, port] (or Orthanc's dict form, for
+    ``"UseDicomTls"``); ``extra``: more configuration (DICOM TLS). RuntimeError if it cannot start."""
     binary = orthanc_binary()
     if binary is None:
         raise RuntimeError("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
@@ -57,6 +62,7 @@ def running_orthanc(
         "DicomCheckCalledAet": False,
         "DicomScuTimeout": 30,
         "StableAge": 1,
+        **(extra or {}),
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "w")

@@ -10,7 +10,8 @@ the Predictor imports none of them:
   syntaxes, each instance written durably BEFORE the success status goes back; allow-list, timeouts, association
   limit, disk budget.
 - ``studies``: a study is answered once quiet, with ``Predictor.predict_study``; ``outputs``: its Secondary
-  Captures and SR; ``delivery``: C-STORE/STOW-RS with retries; ``loop``: the background passes they run in.
+  Captures; ``sr``: its TID 1500 Measurement Report (built, and read back with highdicom); ``delivery``:
+  C-STORE/STOW-RS with retries; ``loop``: the background passes they run in.
 
 May import ``inference``, ``imaging`` and the shared root modules; never ``web``, ``evaluation`` or ``training``.
 """

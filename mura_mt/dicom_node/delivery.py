@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mura_mt.dicom_node.loop import PassLoop
 from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.dicom_node.tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF_S = 300.0
@@ -49,11 +50,13 @@ class Deliverer(PassLoop):
     name = "mura-mt-delivery"
 
     def __init__(self, store: WorklistStore, calling_ae_title: str, return_to: Destination | None,
-                 dicomweb_url: str | None = None, poll: float = 0.5, timeout: float = 30.0):  # fmt: skip
+                 dicomweb_url: str | None = None, poll: float = 0.5, timeout: float = 30.0,
+                 tls: TlsFiles | None = None):  # fmt: skip
         super().__init__()
         self.store, self.calling_ae_title = store, calling_ae_title
         self.return_to, self.dicomweb_url = return_to, dicomweb_url
         self.poll, self.timeout = poll, timeout
+        self.tls = tls
 
     def destinations(self) -> list[str]:
         return [name for name, there in (("dimse", self.return_to), ("stow", self.dicomweb_url)) if there]
@@ -84,7 +87,9 @@ class Deliverer(PassLoop):
         for sop_class, syntax in {(d.SOPClassUID, d.file_meta.TransferSyntaxUID) for d in datasets.values()}:
             ae.add_requested_context(sop_class, syntax)
         there = self.return_to
-        association = ae.associate(there.host, there.port, ae_title=there.ae_title)
+        # With TLS the receiver must show a certificate the CA signed for the host named in --return-to
+        tls_args = (self.tls.client_context(), there.host) if self.tls else None
+        association = ae.associate(there.host, there.port, ae_title=there.ae_title, tls_args=tls_args)
         if not association.is_established:
             self._fail(batch, f"could not associate with {there.ae_title}@{there.host}:{there.port}", now)
             return 0
@@ -105,11 +110,22 @@ class Deliverer(PassLoop):
             association.release()
         return sent
 
+    def _session(self):
+        """HTTP for STOW-RS: with TLS files, an https:// receiver is verified against the CA and sees our
+        certificate; without them, the system's trust store (plain requests)."""
+        import requests
+
+        session = requests.Session()
+        if self.tls is not None:
+            session.verify = str(self.tls.ca)
+            session.cert = (str(self.tls.cert), str(self.tls.key))
+        return session
+
     def _stow(self, batch: list[dict], now: float) -> int:
         import pydicom
         from dicomweb_client.api import DICOMwebClient
 
-        client = DICOMwebClient(url=self.dicomweb_url)
+        client = DICOMwebClient(url=self.dicomweb_url, session=self._session())
         sent = 0
         for item in batch:
             try:

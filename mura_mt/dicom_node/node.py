@@ -16,6 +16,7 @@ from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, parse_allow
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.studies import StudyWorker
+from mura_mt.dicom_node.tls import TlsFiles, add_tls_options
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-store-gb", type=float, default=None, help="disk budget for received instances")
     parser.add_argument("--max-associations", type=int, default=8)
     parser.add_argument("--retain-hours", type=float, default=None, help="delete delivered studies' pixel data after")
+    add_tls_options(parser)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class NodeOptions:
     max_store_gb: float | None = None
     max_associations: int = 8
     retain_hours: float | None = None
+    tls: TlsFiles | None = None
 
     @classmethod
     def from_args(cls, args, ae_title: str, port: int, host: str, db: str) -> NodeOptions:
@@ -70,6 +73,7 @@ class NodeOptions:
             max_store_gb=args.max_store_gb,
             max_associations=args.max_associations,
             retain_hours=args.retain_hours,
+            tls=TlsFiles.from_args(args),
         )
 
 
@@ -81,8 +85,8 @@ class DicomNode:
         o = options
         budget = int(o.max_store_gb * 2**30) if o.max_store_gb else None
         settings = NodeSettings(o.ae_title, o.port, o.host, o.allow, budget, o.max_associations)
-        self.receiver = StorageNode(settings, store, o.store_dir / "received")
-        self.deliverer = Deliverer(store, o.ae_title, o.return_to, o.dicomweb)
+        self.receiver = StorageNode(settings, store, o.store_dir / "received", tls=o.tls)
+        self.deliverer = Deliverer(store, o.ae_title, o.return_to, o.dicomweb, tls=o.tls)
         self.worker = StudyWorker(
             store, predictor, model, o.store_dir / "outbox", self.deliverer.destinations(), o.quiet_seconds,
             on_answer=self.deliverer.wake,
@@ -100,8 +104,10 @@ class DicomNode:
             self._sweeper.start()
         o = self.options
         where = f"{o.return_to.ae_title}@{o.return_to.host}:{o.return_to.port}" if o.return_to else o.dicomweb
+        secure = ", DICOM TLS" if o.tls else ""
         logger.info(
-            f"mura-mt DICOM node {o.ae_title} on {o.host}:{o.port}, answers to {where}, worklist {self.store.db}"
+            f"mura-mt DICOM node {o.ae_title} on {o.host}:{o.port}{secure}, answers to {where}, "
+            f"worklist {self.store.db}"
         )
 
     def stop(self) -> None:

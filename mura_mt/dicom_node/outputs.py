@@ -1,8 +1,10 @@
 """What goes back to PACS, in new series of the SAME study (highdicom): one RGB Secondary Capture per analysed view
-(the view with its Grad-CAM overlay and a burned-in banner) and one Comprehensive SR with the answer as separate
-content items. Patient and study attributes are copied from the received views, character set included; every
-object gets new UIDs and names the node and the model as contributing equipment; series descriptions start with
-"mura-mt" and say "NOT FOR DIAGNOSTIC USE" (which is also how the node recognises its own objects coming back).
+(the view with its Grad-CAM overlay and a burned-in banner), and what the SC and the SR (``sr.py``) share: the
+model's identity, the contributing equipment, and the source views' headers with absent Type 2 attributes written
+empty (never invented: a CR that omits the patient's birth date or sex still gets its answer). Patient and study
+attributes are copied from the received views, character set included; every object gets new UIDs; series
+descriptions start with "mura-mt" and say "NOT FOR DIAGNOSTIC USE" (which is also how the node recognises its own
+objects coming back).
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ from PIL import Image, ImageDraw, ImageFont
 from mura_mt.dicom_node.receive import OWN_MANUFACTURER
 from mura_mt.inference.explain import overlay
 
-SCHEME = "99MURAMT"  # a private coding scheme ("99" prefix): the concepts below are this project's own
 SC_SERIES_DESCRIPTION = "mura-mt Grad-CAM overlay - NOT FOR DIAGNOSTIC USE"
-SR_SERIES_DESCRIPTION = "mura-mt triage result - NOT FOR DIAGNOSTIC USE"
-SC_SERIES_NUMBER, SR_SERIES_NUMBER = 9901, 9902
+SC_SERIES_NUMBER = 9901
+# Type 2 attributes of the Patient and General Study modules: present in every output, empty where the source has
+# none (many CR systems leave birth date, sex, referring physician or study ID out altogether)
+PATIENT_AND_STUDY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+PIXEL_DATA = 0x7FE00010
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,24 @@ class ModelIdentity:
     name: str  # e.g. "mura-mt resnet18 (checkpoints/demo)"
     weights_sha256: str
     node_ae_title: str
+
+    @property
+    def device_uid(self) -> str:
+        """The node as an SR observer device: the same UID for the same node and weights, a new one when the
+        weights change (IHE AIR: a Device UID that changes with the model)."""
+        from pydicom.uid import generate_uid
+
+        return generate_uid(entropy_srcs=["mura-mt observer device", self.node_ae_title, self.weights_sha256])
+
+    @property
+    def version(self) -> str:
+        """The software's version (the weights are named by their sha256 beside it)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("mura-mt")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            return "unknown"
 
     @classmethod
     def of(cls, checkpoint, node_ae_title: str) -> ModelIdentity:
@@ -37,12 +69,6 @@ class ModelIdentity:
         config = checkpoint_config(checkpoint)
         name = f"mura-mt {config['model']['backbone']} ({Path(str(checkpoint)).name})"
         return cls(name, config["weights_sha256"], node_ae_title)
-
-
-def concept(code: str, meaning: str):
-    from highdicom.sr import CodedConcept
-
-    return CodedConcept(code, SCHEME, meaning)
 
 
 def banner_lines(result, warnings: list[str]) -> list[str]:
@@ -71,7 +97,22 @@ def annotated_view(gray: Image.Image, heatmap: np.ndarray, lines: list[str]) -> 
     return np.asarray(canvas)
 
 
-def _equipment(model: ModelIdentity):
+def source_header(view):
+    """The view's header without its pixels, with absent Type 2 patient and study attributes added empty: what
+    highdicom copies into an output (it reads them all and fails on an absent one)."""
+    import pydicom
+
+    header = pydicom.Dataset()
+    for element in view:
+        if element.tag != PIXEL_DATA:
+            header.add(element)
+    for keyword in PATIENT_AND_STUDY_TYPE2:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    return header
+
+
+def equipment(model: ModelIdentity):
     from highdicom import ContributingEquipment
     from pydicom.sr.codedict import codes
 
@@ -102,7 +143,7 @@ def secondary_captures(views, grays, result, warnings: list[str], model: ModelId
     for number, (view, gray, prediction) in enumerate(zip(views, grays, result.views), start=1):
         pixels = annotated_view(gray, prediction.heatmap, banner_lines(result, warnings))
         capture = SCImage.from_ref_dataset(
-            ref_dataset=view,
+            ref_dataset=source_header(view),
             pixel_array=pixels,
             photometric_interpretation="RGB",
             bits_allocated=8,
@@ -113,85 +154,16 @@ def secondary_captures(views, grays, result, warnings: list[str], model: ModelId
             sop_instance_uid=generate_uid(),
             instance_number=number,
             manufacturer=OWN_MANUFACTURER,
-            contributing_equipment=_equipment(model),
+            contributing_equipment=equipment(model),
         )
         _copy_character_set(capture, view)
         # Rows and columns run as in the source view (the banner only adds rows above it): its orientation, or
         # empty (Type 2) when the source does not say.
         capture.PatientOrientation = view.get("PatientOrientation", "")
+        # General Series, Type 2C for paired body parts: the source's laterality, or empty when it does not say
+        capture.Laterality = view.get("Laterality", "")
         capture.SeriesDescription = SC_SERIES_DESCRIPTION
         capture.BurnedInAnnotation = "YES"
         capture.ImageComments = "NOT FOR DIAGNOSTIC USE"
         captures.append(capture)
     return captures
-
-
-def structured_report(views, result, warnings: list[str], model: ModelIdentity):
-    """A Comprehensive SR holding, as separate content items: body part, probability (0..1), threshold, verdict,
-    each warning, model name, weights sha256, and a reference to every analysed image."""
-    from highdicom.sr import (
-        CodeContentItem,
-        ComprehensiveSR,
-        ContainerContentItem,
-        ImageContentItem,
-        NumContentItem,
-        TextContentItem,
-    )
-    from pydicom.sr.coding import Code
-    from pydicom.uid import generate_uid
-
-    contains = "CONTAINS"
-    unitless = Code("1", "UCUM", "no units")
-    verdict = concept("ABNORMAL", "abnormal") if result.is_abnormal else concept("NORMAL", "normal")
-    root = ContainerContentItem(name=concept("RESULT", "mura-mt triage result"))
-    probability = float(result.abnormal_prob)
-    items = [
-        TextContentItem(concept("BODYPART", "Body part"), result.body_part, contains),
-        NumContentItem(concept("PROB", "Abnormality probability"), probability, unitless, None, contains),
-        NumContentItem(concept("THRESHOLD", "Decision threshold"), float(result.threshold), unitless, None, contains),
-        CodeContentItem(concept("VERDICT", "Verdict"), verdict, contains),
-        *(TextContentItem(concept("WARNING", "Warning"), w, contains) for w in warnings),
-        TextContentItem(concept("MODEL", "Model"), model.name, contains),
-        TextContentItem(concept("WEIGHTS", "Weights sha256"), model.weights_sha256, contains),
-    ]
-    image = concept("IMAGE", "Analysed image")
-    items += [ImageContentItem(image, v.SOPClassUID, v.SOPInstanceUID, relationship_type=contains) for v in views]
-    root.ContentSequence = items
-    report = ComprehensiveSR(
-        evidence=list(views),
-        content=root,
-        series_instance_uid=generate_uid(),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=OWN_MANUFACTURER,
-        is_complete=True,
-        contributing_equipment=_equipment(model),
-    )
-    _copy_character_set(report, views[0])
-    report.SeriesDescription = SR_SERIES_DESCRIPTION
-    return report
-
-
-def read_report(report) -> dict:
-    """The answer back out of an SR this module wrote (for tests and for people reading one)."""
-    answer: dict = {"warnings": [], "images": []}
-    for item in report.ContentSequence:
-        code = item.ConceptNameCodeSequence[0].CodeValue
-        if code == "PROB":
-            answer["abnormal_prob"] = float(item.MeasuredValueSequence[0].NumericValue)
-        elif code == "THRESHOLD":
-            answer["threshold"] = float(item.MeasuredValueSequence[0].NumericValue)
-        elif code == "VERDICT":
-            answer["verdict"] = item.ConceptCodeSequence[0].CodeMeaning
-        elif code == "BODYPART":
-            answer["body_part"] = item.TextValue
-        elif code == "WARNING":
-            answer["warnings"].append(item.TextValue)
-        elif code == "MODEL":
-            answer["model"] = item.TextValue
-        elif code == "WEIGHTS":
-            answer["weights_sha256"] = item.TextValue
-        elif code == "IMAGE":
-            answer["images"].append(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-    return answer

@@ -21,12 +21,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.store import Instance, WorklistStore
+from mura_mt.dicom_node.tls import TlsFiles, tls_association_server
 from mura_mt.imaging.pixels import DEFAULT_LIMITS, InvalidImageError, check_geometry
 
 logger = logging.getLogger(__name__)
@@ -74,9 +76,10 @@ def is_own_output(dataset) -> bool:
 class StorageNode:
     """A running Storage SCP that writes under ``store_dir`` and records in ``store``."""
 
-    def __init__(self, settings: NodeSettings, store: WorklistStore, store_dir: str | Path):
+    def __init__(self, settings: NodeSettings, store: WorklistStore, store_dir: str | Path, tls: TlsFiles | None = None):
         self.settings = settings
         self.store = store
+        self.tls = tls
         self.store_dir = Path(store_dir)
         self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.store_dir, 0o700)  # received images carry patient data
@@ -97,8 +100,19 @@ class StorageNode:
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = s.acse_timeout, s.dimse_timeout, s.network_timeout
         ae.maximum_associations = s.max_associations
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._check_host)]
-        self._server = ae.start_server((s.host, s.port), block=False, evt_handlers=handlers)
-        logger.info(f"DICOM node {s.ae_title} listening on {s.host}:{s.port}")
+        if self.tls is None:
+            self._server = ae.start_server((s.host, s.port), block=False, evt_handlers=handlers)
+        else:
+            self._server = ae.make_server(
+                (s.host, s.port),
+                ssl_context=self.tls.server_context(),
+                evt_handlers=handlers,
+                server_class=tls_association_server(),
+            )
+            self._server.on_refused = self._on_refused
+            threading.Thread(target=self._server.serve_forever, name="mura-mt-dicom-tls", daemon=True).start()
+        secure = " (DICOM TLS: peers need a certificate the CA signed)" if self.tls else ""
+        logger.info(f"DICOM node {s.ae_title} listening on {s.host}:{s.port}{secure}")
 
     def stop(self) -> None:
         if self._server is not None:
@@ -112,6 +126,9 @@ class StorageNode:
         if hosts and event.assoc.requestor.address not in hosts:
             logger.warning(f"refused {title} from {event.assoc.requestor.address}: not an allowed host")
             event.assoc.abort()
+
+    def _on_refused(self, address: str, reason: str) -> None:
+        """A peer refused before any DICOM was spoken (the TLS handshake failed)."""
 
     def _on_store(self, event) -> int:
         try:

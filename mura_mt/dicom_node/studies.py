@@ -17,7 +17,8 @@ from pathlib import Path
 
 from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.loop import PassLoop
-from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures, structured_report
+from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures
+from mura_mt.dicom_node.sr import structured_report
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
 from mura_mt.labels import BODY_PART_TERMS

@@ -1,0 +1,157 @@
+"""The answer as the reading room's software reads it: a TID 1500 Measurement Report (IHE AI Results), and reading
+it back with highdicom alone.
+
+One Measurement Group per analysed view and one for the study (tracking identifier ``study``), each with its
+tracking UID, its source image(s), the finding site (the body part as a SNOMED CT code), the algorithm (TID 4019:
+name, version, the weights' sha256 as a parameter), the abnormality probability as a NUM (Probability, DCM 122157)
+in [0, 1] with the UCUM unit ``{0:1}``, the decision threshold (Threshold Value, DCM 122411), the verdict as a
+qualitative evaluation of Normality (DCM 121402: SCT Abnormal or Normal) and each warning as a Comment a reader
+sees. The observer is the node as a device, whose UID changes with the weights; the Image Library references every
+analysed view. Validated by Pixelmed's DicomSRValidator and dciodvfy (tests/test_dicom_roundtrip.py).
+"""
+
+from __future__ import annotations
+
+from mura_mt.dicom_node.outputs import OWN_MANUFACTURER, ModelIdentity, equipment, source_header
+
+SR_SERIES_DESCRIPTION = "mura-mt triage result - NOT FOR DIAGNOSTIC USE"
+SR_SERIES_NUMBER = 9902
+STUDY_GROUP = "study"  # the tracking identifier of the study's group; the views' are "view 1", "view 2", ...
+# SNOMED CT codes of the seven MURA body parts (pydicom's codes.SCT keywords)
+FINDING_SITES = {
+    "elbow": "ElbowJoint",
+    "finger": "Finger",
+    "forearm": "Forearm",
+    "hand": "Hand",
+    "humerus": "Humerus",
+    "shoulder": "Shoulder",
+    "wrist": "WristJoint",
+}
+PROJECTION_DESCRIPTORS = ("PatientOrientation", "ImagerPixelSpacing")
+
+
+def _unit_interval():
+    from pydicom.sr.coding import Code
+
+    return Code("{0:1}", "UCUM", "range: 0:1")
+
+
+def _group(identifier: str, views, body_part: str, prediction, warnings: list[str], algorithm):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    verdict = codes.SCT.Abnormal if prediction.is_abnormal else codes.SCT.Normal
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(getattr(codes.SCT, FINDING_SITES[body_part]))],
+        source_images=[hd.sr.SourceImageForMeasurementGroup(v.SOPClassUID, v.SOPInstanceUID) for v in views],
+        measurements=[
+            hd.sr.Measurement(codes.DCM.Probability, float(prediction.abnormal_prob), _unit_interval()),
+            hd.sr.Measurement(codes.DCM.ThresholdValue, float(prediction.threshold), _unit_interval()),
+        ],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict)],
+    )
+    for warning in warnings:  # free text a reader sees beside the verdict
+        group[0].ContentSequence.append(hd.sr.TextContentItem(codes.DCM.Comment, warning, relationship_type="CONTAINS"))
+    return group
+
+
+def _library_entry(view):
+    """What the Image Library describes of a view. highdicom's projection-radiography descriptors (TID 1603) need
+    the view's orientation and imager pixel spacing; a view that lacks either is still referenced, with the
+    descriptors every image has (modality, rows, columns) and none invented."""
+    header = source_header(view)
+    if not all(keyword in view for keyword in PROJECTION_DESCRIPTORS):
+        header.Modality = ""  # highdicom adds TID 1603 only for projection modalities
+    return header
+
+
+def structured_report(views, result, warnings: list[str], model: ModelIdentity):
+    """The TID 1500 Measurement Report of one answered study. ``warnings`` are the study's (the Predictor's and the
+    node's own); each view's group carries that view's.
+
+    A Comprehensive SR (88.33), not a Comprehensive 3D SR: the answer has no spatial coordinates, and Orthanc's Stone
+    viewer reads TID 1500 only from 88.33 (both classes carry the same template)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=model.name, version=model.version, parameters=[f"weights sha256 {model.weights_sha256}"]
+    )
+    observer = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=model.device_uid, name=model.node_ae_title, manufacturer_name=OWN_MANUFACTURER, model_name=model.name
+    )
+    groups = [
+        _group(f"view {number}", [view], result.body_part, prediction, list(prediction.warnings), algorithm)
+        for number, (view, prediction) in enumerate(zip(views, result.views), start=1)
+    ]
+    groups.append(_group(STUDY_GROUP, views, result.body_part, result, warnings, algorithm))
+    content = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=hd.sr.ObserverContext(codes.DCM.Device, observer)
+        ),
+        procedure_reported=codes.SCT.ImagingProcedure,  # in the CID 100 that Pixelmed and older viewers know
+        imaging_measurements=groups,
+        referenced_images=[_library_entry(view) for view in views],
+    )
+    report = hd.sr.ComprehensiveSR(
+        evidence=[source_header(view) for view in views],
+        content=content[0],
+        series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=OWN_MANUFACTURER,
+        is_complete=True,
+        contributing_equipment=equipment(model),
+    )
+    if "SpecificCharacterSet" in views[0]:
+        report.SpecificCharacterSet = views[0].SpecificCharacterSet
+    report.SeriesDescription = SR_SERIES_DESCRIPTION
+    return report
+
+
+def read_report(report) -> dict:
+    """The answer back out of a TID 1500 report (a dataset or a path), with highdicom's template classes: the
+    study's ``abnormal_prob``, ``threshold``, ``verdict`` ("abnormal" / "normal"), ``body_part``, ``warnings``,
+    ``images`` (SOP Instance UIDs), the ``model``, ``weights_sha256`` and ``device_uid``, and ``views``: the same per
+    view, in order."""
+    import highdicom as hd
+    import pydicom
+
+    dataset = report if isinstance(report, pydicom.Dataset) else pydicom.dcmread(report)
+    content = hd.sr.ComprehensiveSR.from_dataset(dataset).content
+    groups = {str(g.tracking_identifier): _read_group(g) for g in content.get_image_measurement_groups()}
+    study = groups.pop(STUDY_GROUP)
+    device = content.get_observer_contexts()[0].observer_identifying_attributes
+    return {**study, "device_uid": str(device.uid), "views": list(groups.values())}
+
+
+def _read_group(group) -> dict:
+    from pydicom.sr.codedict import codes
+
+    def measured(name) -> float:
+        return float(group.get_measurements(name=name)[0].value)
+
+    def texts(name) -> list[str]:
+        return [item.TextValue for item in group[0].ContentSequence if _code(item) == name.value]
+
+    parts = {getattr(codes.SCT, keyword).value: part for part, keyword in FINDING_SITES.items()}
+    parameters = texts(codes.DCM.AlgorithmParameters)
+    return {
+        "abnormal_prob": measured(codes.DCM.Probability),
+        "threshold": measured(codes.DCM.ThresholdValue),
+        "verdict": group.get_qualitative_evaluations(name=codes.DCM.Normality)[0].value.meaning.lower(),
+        "body_part": parts[group.finding_sites[0].value.value],
+        "warnings": texts(codes.DCM.Comment),
+        "images": [image.referenced_sop_instance_uid for image in group.source_images],
+        "model": next(iter(texts(codes.DCM.AlgorithmName)), None),
+        "weights_sha256": parameters[0].removeprefix("weights sha256 ") if parameters else None,
+    }
+
+
+def _code(item) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeValue)
