@@ -10,11 +10,10 @@ MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the lo
 two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a ZeroGPU Space each
 analysis runs inside ``@spaces.GPU``. With ``--worklist-db`` (env MURA_MT_WORKLIST_DB) the page opens on the triage
 worklist (``mura_mt.web.worklist_tab``) and the API has ``/worklist``; with ``--dicom-port`` too, this process is
-also a DICOM node (``mura_mt.dicom_node``) on the same Predictor. Off loopback the worklist needs a login.
-
-Several requests run at once (``concurrency``, default twice the cores; the Predictor serialises only the model
-call). The queue stays bounded (16 waiting); beyond that Gradio refuses at once. An analysis that takes longer than
-``time_limit`` seconds answers with a clean error and frees its worker.
+also a DICOM node (``mura_mt.dicom_node``) on the same Predictor. Off loopback the worklist needs a login and
+HTTPS (--ssl-certfile/--ssl-keyfile, or --behind-https-proxy); --audit-log records who opened which study.
+Requests run ``concurrency`` at once (the Predictor serialises only the model call), 16 more may wait, and an
+analysis longer than ``time_limit`` seconds answers with a clean error.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from mura_mt.audit import AuditLog, default_audit_path
 from mura_mt.dicom_node.node import DicomNode, NodeOptions, add_node_options
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.store import WorklistStore
@@ -56,11 +56,13 @@ def build_demo(
     time_limit: float = DEFAULT_TIME_LIMIT_S,
     cache_examples: bool = True,
     worklist=None,
+    audit: AuditLog | None = None,
 ) -> gr.Blocks:
     """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
     analysis longer than ``time_limit`` seconds is answered with an error. ``examples`` are answered at launch
     (``cache_examples``) so that clicking one shows its result at once. With a ``worklist`` store the page has two
-    tabs, the upload and the worklist (``mura_mt.web.worklist_tab``), and the API has ``/worklist``."""
+    tabs, the upload and the worklist (``mura_mt.web.worklist_tab``), and the API has ``/worklist``; ``audit``
+    records who looked at which study there."""
     upload = UploadTab(predictor, concurrency, time_limit)
     with gr.Blocks(title="mura-mt: bone X-ray triage", analytics_enabled=False, delete_cache=(900, 900)) as demo:
         gr.Markdown("# mura-mt: bone X-ray triage with explanations")
@@ -73,7 +75,7 @@ def build_demo(
             if worklist is not None:
                 from mura_mt.web.worklist_tab import worklist_tab
 
-                worklist_tab(demo, worklist, predictor)
+                worklist_tab(demo, worklist, predictor, audit=audit)
         upload.render_api()
     return demo
 
@@ -117,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds an analysis may take before the request gets an error (env MURA_MT_TIME_LIMIT)",
     )
     parser.add_argument("--auth-file", default=None, help="turn on login: one user:password a line")
+    parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
+    parser.add_argument(
+        "--behind-https-proxy", action="store_true", help="a proxy in front terminates TLS (a Space, a hospital's)"
+    )
     parser.add_argument("--no-mcp", action="store_true", help="do not serve /predict and /predict_study as MCP tools")
     site = parser.add_argument_group(
         "worklist and DICOM node",
@@ -142,21 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         credentials = load_credentials(args.auth_file, os.environ.get("MURA_MT_AUTH"))
     except AuthError as err:
         parser.error(str(err))
-    if args.dicom_port is not None and not args.worklist_db:
-        parser.error("--dicom-port needs --worklist-db: the node's memory and the worklist the app shows")
-    if args.worklist_db and not credentials and not is_loopback(args.host):
-        parser.error(
-            f"the worklist shows patients' names and ids, so on --host {args.host} it needs a login: set "
-            "MURA_MT_AUTH=user:password or --auth-file FILE (or serve on 127.0.0.1)"
-        )
-    node_options = None
-    if args.dicom_port is not None:
-        try:
-            node_options = NodeOptions.from_args(
-                args, args.dicom_ae_title, args.dicom_port, args.dicom_host, args.worklist_db
-            )
-        except ValueError as err:
-            parser.error(str(err))
+    node_options = _site_options(parser, args, credentials)
     checkpoint = resolve_checkpoint_arg(args.checkpoint)
     # Gradio's MCP route does not go through the login, so a protected app must not open it.
     serve_mcp = not args.no_mcp and not credentials
@@ -177,25 +170,53 @@ def main(argv: list[str] | None = None) -> None:
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
     # for one checkpoint are never shown for another.
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="mura-mt-examples-"))
-    store = node = None
+    store = node = audit = None
     if args.worklist_db:
         try:
             store = WorklistStore(args.worklist_db, node=args.dicom_ae_title)
         except (ConnectionError, RuntimeError) as err:
             parser.error(str(err))
+        audit = AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
     if node_options is not None:
-        node = DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, args.dicom_ae_title))
+        node = DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, args.dicom_ae_title), audit)
         node.start()
-    demo = build_demo(predictor, examples, concurrency=args.concurrency, time_limit=args.time_limit, worklist=store)
+    demo = build_demo(predictor, examples, args.concurrency, args.time_limit, worklist=store, audit=audit)
     try:
-        _launch(demo, args, credentials, serve_mcp)
+        _launch(demo, args, check_login(credentials, audit) if credentials else None, serve_mcp)
     finally:
         if node is not None:
             node.stop()
 
 
-def _launch(demo: gr.Blocks, args: argparse.Namespace, credentials: dict[str, str] | None, serve_mcp: bool) -> None:
-    """Serve until stopped: a bounded queue, no file route beyond Gradio's own uploads, the login when configured."""
+def _site_options(parser: argparse.ArgumentParser, args, credentials) -> NodeOptions | None:
+    """Refuse what would expose patient data; the node's options when this process is also a node."""
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        parser.error("HTTPS needs --ssl-certfile and --ssl-keyfile together")
+    if args.dicom_port is not None and not args.worklist_db:
+        parser.error("--dicom-port needs --worklist-db: the node's memory and the worklist the app shows")
+    if args.worklist_db and not is_loopback(args.host):
+        if not credentials:
+            parser.error(
+                f"the worklist shows patients' names and ids, so on --host {args.host} it needs a login: set "
+                "MURA_MT_AUTH=user:password or --auth-file FILE (or serve on 127.0.0.1)"
+            )
+        if not args.ssl_certfile and not args.behind_https_proxy:
+            parser.error(
+                f"the worklist shows patients' names and ids, so on --host {args.host} it needs HTTPS: "
+                "--ssl-certfile FILE --ssl-keyfile FILE, or --behind-https-proxy where a proxy terminates TLS"
+            )
+    if args.dicom_port is None:
+        return None
+    try:
+        return NodeOptions.from_args(args, args.dicom_ae_title, args.dicom_port, args.dicom_host, args.worklist_db)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def _launch(demo: gr.Blocks, args: argparse.Namespace, login, serve_mcp: bool) -> None:
+    """Serve until stopped: a bounded queue, no file route beyond Gradio's own uploads, the login when configured,
+    HTTPS with --ssl-certfile (Gradio's own check that the server is up then skips verifying the certificate: a
+    site's own CA is not in its trust store)."""
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=args.concurrency, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
     demo.launch(
@@ -211,8 +232,11 @@ def _launch(demo: gr.Blocks, args: argparse.Namespace, credentials: dict[str, st
         allowed_paths=[],
         blocked_paths=blocked,
         footer_links=["api"],
-        auth=check_login(credentials) if credentials else None,
-        auth_message="mura-mt: sign in to use this research demo." if credentials else None,
+        auth=login,
+        auth_message="mura-mt: sign in to use this research demo." if login else None,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_verify=not args.ssl_certfile,
     )
 
 

@@ -1,12 +1,15 @@
 """The DICOM triage node: python scripts/dicom_node.py --checkpoint CKPT --ae-title AET --port PORT --db FILE_OR_URL
 --store-dir DIR --return-to AET@HOST:PORT [--dicomweb URL] [--quiet-seconds S] [--allow AET[@HOST],...]
 [--host H] [--max-store-gb G] [--max-associations N] [--retain-hours H] [--runtime ...] [--precision ...]
+[--tls-cert FILE --tls-key FILE --tls-ca FILE] [--audit-log FILE]
 
 Register it in the PACS (or Orthanc: "DicomModalities") as AET at this host and PORT, route studies to it, and let it
 send to --return-to. It answers C-ECHO, receives studies by C-STORE (written durably before the success status),
 analyses each study once nothing has arrived for --quiet-seconds (CR and DX views; other studies are "skipped"), and
 sends back one RGB Secondary Capture per view (Grad-CAM overlay, burned-in verdict, "NOT FOR DIAGNOSTIC USE") and one
-Comprehensive SR, in new series of the same study. The worklist (--db: a SQLite file, or a postgresql:// URL that
+TID 1500 Measurement Report (IHE AI Results), in new series of the same study. With --tls-* it speaks only DICOM TLS,
+both ways, with peers whose certificate the CA signed; --audit-log (default audit.jsonl in --store-dir) records
+every instance received, answer sent and association refused. The worklist (--db: a SQLite file, or a postgresql:// URL that
 several nodes share) is its memory: stop it with Ctrl-C or kill -9 it at any point; started again, it analyses every
 acknowledged study and delivers every answer, once. Nodes on one PostgreSQL never analyse a study twice; the web app
 shows their worklist (python app.py --worklist-db URL). Research software: not for diagnostic use.

@@ -22,8 +22,9 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def chromium() -> Iterator:
-    """A headless Chromium browser; skips locally without one, fails in CI (which must install it)."""
+def chromium(*extra_args: str) -> Iterator:
+    """A headless Chromium browser (``extra_args`` added to its command line); skips locally without one, fails in
+    CI (which must install it)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         if os.environ.get("CI"):
@@ -32,7 +33,7 @@ def chromium() -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=[*CHROMIUM_ARGS, *extra_args])
         try:
             yield browser
         finally:

@@ -95,11 +95,12 @@ def sample_images(synthetic_root):
 
 @contextlib.contextmanager
 def running_app(
-    log, extra_env: dict[str, str] | None = None, *args: str, python: str = sys.executable
+    log, extra_env: dict[str, str] | None = None, *args: str, python: str = sys.executable, https_ca=None
 ) -> Iterator[tuple[str, int]]:
     """`python app.py` as the README says (bundled demo checkpoint unless ``args`` say otherwise), on a free
     loopback port; yields (URL, pid) once the page answers, stops the process group afterwards. ``python``: the
-    interpreter (another virtual environment's, say)."""
+    interpreter (another virtual environment's, say); ``https_ca``: the app serves HTTPS with a certificate this CA
+    signed."""
     import httpx
 
     port = free_port()
@@ -115,13 +116,13 @@ def running_app(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}/"
+    url = f"{'https' if https_ca else 'http'}://127.0.0.1:{port}/"
     try:
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"app.py exited with {proc.returncode}")
             try:
-                httpx.get(url, timeout=2)
+                httpx.get(url, timeout=2, verify=str(https_ca) if https_ca else True)
                 break
             except httpx.HTTPError:
                 pass

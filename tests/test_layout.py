@@ -16,13 +16,14 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-ROOT_MODULES = {"labels", "config", "hardware", "model"}  # what everything shares (besides __init__)
+ROOT_MODULES = {"labels", "config", "hardware", "model", "audit"}  # what everything shares (besides __init__)
 MAX_ROOT_MODULES = 8
 # room -> the rooms it may import (the root modules count as rooms of their own name)
 ALLOWED = {
     "labels": set(),
     "config": set(),
     "hardware": set(),
+    "audit": set(),  # the trail of patient data that the node and the web app both write
     "model": {"labels", "config"},
     "imaging": set(),
     "data": {"labels", "config", "imaging"},
@@ -30,8 +31,8 @@ ALLOWED = {
     "evaluation": {"labels", "config", "hardware", "model", "imaging", "inference"},
     # training reads data, exports through inference's checkpoint format and picks epochs by evaluation's metrics
     "training": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "evaluation"},
-    "dicom_node": {"labels", "config", "hardware", "model", "imaging", "inference"},
-    "web": {"labels", "config", "hardware", "model", "imaging", "inference", "dicom_node"},
+    "dicom_node": {"labels", "config", "hardware", "model", "audit", "imaging", "inference"},
+    "web": {"labels", "config", "hardware", "model", "audit", "imaging", "inference", "dicom_node"},
     "bench": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "training", "dicom_node"},
     # the package's public surface, loaded lazily
     "mura_mt": {"labels", "config", "model", "imaging", "inference"},

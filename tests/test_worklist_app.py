@@ -7,16 +7,19 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
 
+from mura_mt.audit import read_audit
 from mura_mt.bench.worklist_fill import fill
 from mura_mt.data.synthetic_dicom import write_dicom_studies
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.web.worklist import API_KEYS
 from tests.browser import chromium
+from tests.certificates import make_pki
 from tests.conftest import REPO, free_port, running_app
 from tests.orthanc import orthanc, route, upload, wait_for
 
@@ -114,6 +117,11 @@ def test_a_study_from_orthanc_appears_in_the_open_page_in_its_place(filled, synt
             rows = _client(app).predict("", "", 100, 0, api_name="/worklist")
             assert rows[-1]["study_uid"] == uid and rows[-1]["read"] and store.study(uid)["read"] == 1
             page.close()
+        # The node's side of the audit trail: who sent each instance, where the answers went, who read the study.
+        events = list(read_audit(tmp_path / "node" / "audit.jsonl", study=uid))
+        received = [e for e in events if e["action"] == "instance received"]
+        assert len(received) == len(files) and {(e["user"], e["remote"]) for e in received} == {("ORTHANC", "127.0.0.1")}
+        assert {e["action"] for e in events} >= {"answer sent", "study opened", "study marked read"}
 
 
 def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
@@ -144,10 +152,13 @@ def _refused(*args: str, env: dict | None = None) -> str:
     return done.stderr
 
 
-def test_off_loopback_the_worklist_needs_a_login_and_a_node_needs_a_worklist(tmp_path):
+def test_off_loopback_the_worklist_needs_a_login_and_https_and_a_node_needs_a_worklist(tmp_path):
     env = {"MURA_MT_AUTH": ""}
     err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env=env)
     assert "patients' names and ids" in err and "MURA_MT_AUTH" in err
+    err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env={"MURA_MT_AUTH": "a:b"})
+    assert "needs HTTPS" in err and "--ssl-certfile" in err and "--behind-https-proxy" in err
+    assert "together" in _refused("--ssl-certfile", "cert.pem", env=env)
     assert "--dicom-port needs --worklist-db" in _refused("--dicom-port", "11112", env=env)
     err = _refused("--worklist-db", str(tmp_path / "w.sqlite"), "--dicom-port", "11112", env=env)
     assert "somewhere to send its answers" in err
@@ -156,7 +167,8 @@ def test_off_loopback_the_worklist_needs_a_login_and_a_node_needs_a_worklist(tmp
 def test_with_a_login_the_worklist_is_closed_to_strangers_and_not_an_mcp_tool(filled, tmp_path):
     env = {"MURA_MT_AUTH": "reader:s3cret-pass"}
     port = free_port()
-    with running_app(subprocess.DEVNULL, env, "--worklist-db", filled, "--host", "0.0.0.0") as (app, _):
+    login_only = ("--worklist-db", filled, "--host", "0.0.0.0", "--behind-https-proxy")  # TLS ends at the proxy
+    with running_app(subprocess.DEVNULL, env, *login_only) as (app, _):
         app = app.replace(str(port), str(port))
         assert len(_client(app, auth=("reader", "s3cret-pass")).predict("", "", 5, 0, api_name="/worklist")) == 5
         with pytest.raises(Exception):
@@ -167,3 +179,59 @@ def test_with_a_login_the_worklist_is_closed_to_strangers_and_not_an_mcp_tool(fi
         started = time.time()
         assert httpx.get(f"{app}gradio_api/info", timeout=10).status_code in (401, 403)
         assert time.time() - started < 10
+
+
+def _spki_sha256(certificate: Path) -> str:
+    """What Chromium's --ignore-certificate-errors-spki-list pins: base64 of the SHA-256 of the public key."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(certificate.read_bytes()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_over_https_the_audit_log_names_who_opened_which_study(filled, tmp_path, monkeypatch):
+    """Off loopback, with a login and the app's own HTTPS (a certificate of the test's CA): gradio_client and a real
+    Chromium reach it, and the audit log names ana, the study she opened and the failed login beside it."""
+    pki = make_pki(tmp_path / "pki", ("app",))
+    certificate, key = pki["app"]
+    audit = tmp_path / "audit.jsonl"
+    args = ("--worklist-db", filled, "--host", "0.0.0.0", "--ssl-certfile", str(certificate), "--ssl-keyfile",
+            str(key), "--audit-log", str(audit))  # fmt: skip
+    env = {"MURA_MT_AUTH": "ana:correct-horse"}
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca"]))  # gradio_client (httpx) trusts the site's CA
+    with running_app(subprocess.DEVNULL, env, *args, https_ca=pki["ca"]) as (app, _):
+        assert app.startswith("https://")
+        rows = _client(app, auth=("ana", "correct-horse")).predict("", "", 5, 0, api_name="/worklist")
+        assert len(rows) == 5
+        with pytest.raises(Exception):
+            _client(app, auth=("ana", "wrong")).predict("", "", 5, 0, api_name="/worklist")
+        with chromium(f"--ignore-certificate-errors-spki-list={_spki_sha256(certificate)}") as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app, wait_until="load")  # the login page, over HTTPS
+            status = page.evaluate(
+                "async () => (await fetch('login', {method: 'POST', body: new URLSearchParams("
+                "{username: 'ana', password: 'correct-horse'})})).status"
+            )  # the login form's own request, from inside the page (the cookie lands in the browser)
+            assert status == 200
+            page.goto(app, wait_until="load")
+            opened = rows[1]
+            page.click(f"#worklist-table tr[data-uid='{opened['study_uid']}']")
+            page.wait_for_function(
+                f"document.querySelector('#worklist-verdict').innerText.includes('{opened['accession']}')"
+            )
+            page.close()
+    events = list(read_audit(audit))
+    assert any(e["action"] == "study opened" and e["study_uid"] == opened["study_uid"] and e["user"] == "ana"
+               and e["remote"] == "127.0.0.1" for e in events)  # fmt: skip
+    assert [e["user"] for e in events if e["action"] == "login failed"] == ["ana"]
+    assert {"worklist listed"} <= {e["action"] for e in events if e["user"] == "ana"}
+    assert "correct-horse" not in audit.read_text() and "wrong" not in audit.read_text()
+    assert audit.stat().st_mode & 0o777 == 0o600
+    shown = subprocess.run([sys.executable, "scripts/audit.py", str(audit), "--user", "ana", "--study",
+                            opened["study_uid"]], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert "study opened" in shown.stdout and opened["study_uid"] in shown.stdout and "1 event(s)" in shown.stdout

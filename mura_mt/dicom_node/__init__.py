@@ -11,7 +11,7 @@ the Predictor imports none of them:
   limit, disk budget.
 - ``studies``: a study is answered once quiet, with ``Predictor.predict_study``; ``outputs``: its Secondary
   Captures; ``sr``: its TID 1500 Measurement Report (built, and read back with highdicom); ``delivery``:
-  C-STORE/STOW-RS with retries; ``loop``: the background passes they run in.
+  C-STORE/STOW-RS with retries; ``loop``: the background passes they run in; ``tls``: DICOM TLS both ways.
 
 May import ``inference``, ``imaging`` and the shared root modules; never ``web``, ``evaluation`` or ``training``.
 """

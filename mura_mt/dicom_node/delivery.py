@@ -12,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.loop import PassLoop
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.tls import TlsFiles
@@ -51,12 +52,13 @@ class Deliverer(PassLoop):
 
     def __init__(self, store: WorklistStore, calling_ae_title: str, return_to: Destination | None,
                  dicomweb_url: str | None = None, poll: float = 0.5, timeout: float = 30.0,
-                 tls: TlsFiles | None = None):  # fmt: skip
+                 tls: TlsFiles | None = None, audit: AuditLog | None = None):  # fmt: skip
         super().__init__()
         self.store, self.calling_ae_title = store, calling_ae_title
         self.return_to, self.dicomweb_url = return_to, dicomweb_url
         self.poll, self.timeout = poll, timeout
         self.tls = tls
+        self.audit = audit
 
     def destinations(self) -> list[str]:
         return [name for name, there in (("dimse", self.return_to), ("stow", self.dicomweb_url)) if there]
@@ -103,6 +105,7 @@ class Deliverer(PassLoop):
                 code = int(status.Status) if "Status" in status else None
                 if code in (0x0000, 0xB000, 0xB006, 0xB007):  # success, or success with warnings
                     self.store.mark_delivered(item["id"])
+                    self._sent(item, f"{there.ae_title}@{there.host}:{there.port}")
                     sent += 1
                 else:
                     self._fail([item], f"C-STORE status {code}", now)
@@ -119,6 +122,10 @@ class Deliverer(PassLoop):
         if self.tls is not None:
             session.verify = str(self.tls.ca)
             session.cert = (str(self.tls.cert), str(self.tls.key))
+            # requests prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment over the session's CA (found
+            # by the HTTPS test on a machine that sets them); the site's CA must win, the environment's proxies stay
+            session.trust_env = False
+            session.proxies = requests.utils.get_environ_proxies(self.dicomweb_url)
         return session
 
     def _stow(self, batch: list[dict], now: float) -> int:
@@ -134,5 +141,10 @@ class Deliverer(PassLoop):
                 self._fail([item], f"STOW-RS: {type(err).__name__}: {str(err)[:200]}", now)
                 continue
             self.store.mark_delivered(item["id"])
+            self._sent(item, self.dicomweb_url)
             sent += 1
         return sent
+
+    def _sent(self, item: dict, where: str) -> None:
+        if self.audit is not None:
+            self.audit.record("answer sent", self.calling_ae_title, where, item["study_uid"], item["destination"])

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.delivery import Deliverer, Destination
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, parse_allow
@@ -34,6 +35,11 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-associations", type=int, default=8)
     parser.add_argument("--retain-hours", type=float, default=None, help="delete delivered studies' pixel data after")
     add_tls_options(parser)
+    parser.add_argument(
+        "--audit-log",
+        default=None,
+        help="who did what to which study, JSON lines (default: audit.jsonl in --store-dir)",
+    )
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class NodeOptions:
     max_associations: int = 8
     retain_hours: float | None = None
     tls: TlsFiles | None = None
+    audit_log: Path | None = None  # None: audit.jsonl in store_dir
 
     @classmethod
     def from_args(cls, args, ae_title: str, port: int, host: str, db: str) -> NodeOptions:
@@ -74,19 +81,23 @@ class NodeOptions:
             max_associations=args.max_associations,
             retain_hours=args.retain_hours,
             tls=TlsFiles.from_args(args),
+            audit_log=Path(args.audit_log) if args.audit_log else None,
         )
 
 
 class DicomNode:
     """Receiver, study worker, deliverer and retention sweep; ``start`` and ``stop`` them together."""
 
-    def __init__(self, options: NodeOptions, store: WorklistStore, predictor, model: ModelIdentity):
+    def __init__(self, options: NodeOptions, store: WorklistStore, predictor, model: ModelIdentity,
+                 audit: AuditLog | None = None):  # fmt: skip
+        """``audit``: the trail to write (the app shares its own); by default the options' file."""
         self.options, self.store = options, store
         o = options
+        self.audit = audit or AuditLog(o.audit_log or o.store_dir / "audit.jsonl")
         budget = int(o.max_store_gb * 2**30) if o.max_store_gb else None
         settings = NodeSettings(o.ae_title, o.port, o.host, o.allow, budget, o.max_associations)
-        self.receiver = StorageNode(settings, store, o.store_dir / "received", tls=o.tls)
-        self.deliverer = Deliverer(store, o.ae_title, o.return_to, o.dicomweb, tls=o.tls)
+        self.receiver = StorageNode(settings, store, o.store_dir / "received", tls=o.tls, audit=self.audit)
+        self.deliverer = Deliverer(store, o.ae_title, o.return_to, o.dicomweb, tls=o.tls, audit=self.audit)
         self.worker = StudyWorker(
             store, predictor, model, o.store_dir / "outbox", self.deliverer.destinations(), o.quiet_seconds,
             on_answer=self.deliverer.wake,
@@ -107,7 +118,7 @@ class DicomNode:
         secure = ", DICOM TLS" if o.tls else ""
         logger.info(
             f"mura-mt DICOM node {o.ae_title} on {o.host}:{o.port}{secure}, answers to {where}, "
-            f"worklist {self.store.db}"
+            f"worklist {self.store.db}, audit log {self.audit.path}"
         )
 
     def stop(self) -> None:

@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.store import Instance, WorklistStore
@@ -76,10 +77,12 @@ def is_own_output(dataset) -> bool:
 class StorageNode:
     """A running Storage SCP that writes under ``store_dir`` and records in ``store``."""
 
-    def __init__(self, settings: NodeSettings, store: WorklistStore, store_dir: str | Path, tls: TlsFiles | None = None):
+    def __init__(self, settings: NodeSettings, store: WorklistStore, store_dir: str | Path, tls: TlsFiles | None = None,
+                 audit: AuditLog | None = None):  # fmt: skip
         self.settings = settings
         self.store = store
         self.tls = tls
+        self.audit = audit
         self.store_dir = Path(store_dir)
         self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.store_dir, 0o700)  # received images carry patient data
@@ -99,7 +102,8 @@ class StorageNode:
             ae.require_calling_aet = titles
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = s.acse_timeout, s.dimse_timeout, s.network_timeout
         ae.maximum_associations = s.max_associations
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._check_host)]
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._check_host),
+                    (evt.EVT_REJECTED, self._on_rejected)]  # fmt: skip
         if self.tls is None:
             self._server = ae.start_server((s.host, s.port), block=False, evt_handlers=handlers)
         else:
@@ -125,10 +129,22 @@ class StorageNode:
         hosts = {e.split("@", 1)[1] for e in self.settings.allow if "@" in e and e.split("@", 1)[0] == title}
         if hosts and event.assoc.requestor.address not in hosts:
             logger.warning(f"refused {title} from {event.assoc.requestor.address}: not an allowed host")
+            self._audit("association refused", event, detail="not an allowed host for this AE title")
             event.assoc.abort()
 
+    def _on_rejected(self, event) -> None:
+        """pynetdicom rejected the association (a calling AE title outside --allow, too many associations)."""
+        self._audit("association refused", event, detail="A-ASSOCIATE-RJ")
+
     def _on_refused(self, address: str, reason: str) -> None:
-        """A peer refused before any DICOM was spoken (the TLS handshake failed)."""
+        """A peer refused before any DICOM was spoken (the TLS handshake failed): it has no AE title yet."""
+        if self.audit is not None:
+            self.audit.record("association refused", "(no AE title)", address, detail=reason)
+
+    def _audit(self, action: str, event, study_uid: str | None = None, detail: str = "") -> None:
+        if self.audit is not None:
+            requestor = event.assoc.requestor
+            self.audit.record(action, str(requestor.ae_title).strip(), requestor.address, study_uid, detail)
 
     def _on_store(self, event) -> int:
         try:
@@ -177,6 +193,7 @@ class StorageNode:
                 patient_name=str(dataset.get("PatientName", "")),
             )
         )
+        self._audit("instance received", event, study_uid, detail=sop_uid)
         return SUCCESS
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
+from mura_mt.audit import AuditLog
+
 
 class AuthError(ValueError):
     """The login configuration is malformed (the message never contains a password)."""
@@ -36,12 +38,17 @@ def load_credentials(auth_file: str | None, env_value: str | None) -> dict[str, 
     return credentials
 
 
-def check_login(credentials: dict[str, str]):
-    """Gradio's auth callback: constant-time comparison, so timing does not reveal how much of a guess was right."""
+def check_login(credentials: dict[str, str], audit: AuditLog | None = None):
+    """Gradio's auth callback: constant-time comparison, so timing does not reveal how much of a guess was right.
+    A failed login is recorded in ``audit`` under the name tried (never the password; Gradio gives the callback no
+    address)."""
 
     def check(user: str, password: str) -> bool:
         expected = credentials.get(user)
-        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+        accepted = expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+        if not accepted and audit is not None:
+            audit.record("login failed", str(user)[:64])
+        return accepted
 
     return check
 

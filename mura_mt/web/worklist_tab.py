@@ -14,6 +14,7 @@ import time
 
 import gradio as gr
 
+from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.web.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
@@ -51,9 +52,17 @@ table.worklist tr.selected { outline: 2px solid var(--color-accent); outline-off
 
 
 def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: float = REFRESH_S,
-                 page_size: int = PAGE_SIZE) -> None:  # fmt: skip
-    """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside ``demo``."""
+                 page_size: int = PAGE_SIZE, audit: AuditLog | None = None) -> None:  # fmt: skip
+    """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside ``demo``. With ``audit``,
+    what a person asks for is recorded under their login before it is shown: the list (opened, a page turned, the
+    API), a study opened, a study marked (un)read. The automatic refreshes of an open page are not."""
     views = StudyViews(store, predictor)
+
+    def record(action: str, request: gr.Request | None, study_uid: str | None = None, detail: str = "") -> None:
+        if audit is not None:
+            user = getattr(request, "username", None) or "anonymous"
+            remote = request.client.host if request is not None and request.client else None
+            audit.record(action, user, remote, study_uid, detail)
 
     def page_of(page: int, selected: str | None = None) -> tuple[str, str, int]:
         rows, total = store.worklist(limit=page_size, offset=page * page_size)
@@ -76,13 +85,19 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
             return gr.skip(), f"⚠️ **{html.escape(str(err))}** ({when}); the list below may be out of date.", page, None
         return rows, summary, page, version
 
-    def previous_page(page: int, selected: str | None):
+    def opened(page: int, seen, selected: str | None, request: gr.Request):
+        record("worklist listed", request, detail=f"page {page + 1}")
+        return refresh(page, seen, selected)
+
+    def previous_page(page: int, selected: str | None, request: gr.Request):
+        record("worklist listed", request, detail=f"page {max(0, page - 1) + 1}")
         return refresh(max(0, page - 1), None, selected, True)
 
-    def next_page(page: int, selected: str | None):
+    def next_page(page: int, selected: str | None, request: gr.Request):
+        record("worklist listed", request, detail=f"page {page + 2}")
         return refresh(page + 1, None, selected, True)
 
-    def show(evt: gr.EventData):
+    def show(evt: gr.EventData, request: gr.Request):
         uid = getattr(evt, "uid", None)
         try:
             study = store.study(uid) if uid else None
@@ -90,19 +105,21 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
             raise gr.Error(str(err)) from None
         if study is None:
             return None, EMPTY, "", None, gr.update(interactive=False)
+        record("study opened", request, uid)
         return uid, *_study_panel(study, views), _read_button(study)
 
-    def toggle_read(uid: str | None, page: int):
+    def toggle_read(uid: str | None, page: int, request: gr.Request):
         try:
             study = store.study(uid) if uid else None
             if study is None:
                 raise gr.Error("Select a study first.")
+            record("study marked unread" if study["read"] else "study marked read", request, uid)
             store.set_read(uid, not study["read"])
         except StoreUnavailable as err:
             raise gr.Error(str(err)) from None
         return (*refresh(page, None, uid, True), _read_button(store.study(uid)))
 
-    def worklist(status: str, since: str, limit: float, offset: float) -> list[dict]:
+    def worklist(status: str, since: str, limit: float, offset: float, request: gr.Request) -> list[dict]:
         """The triage worklist: studies received from PACS by the mura-mt DICOM node(s), most urgent first:
         abnormal without a warning (most probable first), then studies with a warning, then studies in progress,
         normal, skipped and failed (newest first within each); read studies last. Holds patient identifiers.
@@ -119,7 +136,9 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
                 body_part, abnormal_prob, is_abnormal, warnings (for skipped and failed studies: why) and read.
         """
         try:
-            return api_rows(store, status, since, int(limit or PAGE_SIZE), int(offset or 0))
+            rows = api_rows(store, status, since, int(limit or PAGE_SIZE), int(offset or 0))
+            record("worklist listed", request, detail=f"API: {len(rows)} rows")
+            return rows
         except (ValueError, StoreUnavailable) as err:  # bad input, or the database is down: say which
             raise gr.Error(str(err)) from None
 
@@ -145,7 +164,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
     listing = [grid, summary, page, seen]
     quiet = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
     # Each page load starts from the store as it is then (a private load event: callable values would be MCP tools).
-    demo.load(refresh, [page, seen, selected], listing, **quiet)
+    demo.load(opened, [page, seen, selected], listing, **quiet)
     timer.tick(refresh, [page, seen, selected], listing, **quiet)
     earlier.click(previous_page, [page, selected], listing, **quiet)
     later.click(next_page, [page, selected], listing, **quiet)
