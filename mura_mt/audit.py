@@ -21,6 +21,7 @@ ACTIONS = (
     "study opened",
     "study marked read",
     "study marked unread",
+    "read recorded",
     "instance received",
     "answer sent",
     "association refused",

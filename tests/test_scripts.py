@@ -116,3 +116,39 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
         json.loads((tmp_path / "bench.json").read_text())["training"]["loop_images_per_s"]
         == training["loop_images_per_s"]
     )
+
+
+def test_import_labels_reports_matched_unmatched_conflicting_and_malformed_rows(tmp_path, capsys):
+    from mura_mt.bench.worklist_fill import fill
+    from mura_mt.dicom_node.labels import SiteLabels
+    from mura_mt.dicom_node.store import WorklistStore
+    from scripts import import_labels
+
+    db = str(tmp_path / "worklist.sqlite")
+    store = WorklistStore(db)
+    fill(store, 6, 1_700_000_000.0)
+    studies, _ = store.worklist()
+    a, b, c = studies[0], studies[1], studies[2]
+    rows = [
+        "accession,study_uid,label,body_part",
+        f"{a['accession']},,abnormal,wrist",  # by accession
+        f",{b['study_uid']},0,",  # by UID, 0 = normal
+        ",2.25.404,normal,",  # no such study
+        f"{c['accession']},,maybe,",  # malformed label
+        f"{c['accession']},,1,",  # ...the same study again, well formed
+        f",{c['study_uid']},0,",  # ...and disagreeing with the row above
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    args = ["--db", db, str(tmp_path / "labels.csv"), "--author", "pacs-admin"]
+    with pytest.raises(SystemExit) as exit_code:  # a malformed row is an error...
+        import_labels.main([*args, "--dry-run"])
+    assert exit_code.value.code == 1 and SiteLabels(store).current(a["study_uid"]) is None  # ...and a dry run writes nothing
+    out = capsys.readouterr().out
+    assert "2 row(s) matched and would be recorded; 1 unmatched, 2 conflicting, 1 malformed" in out
+    assert "line 4: unmatched" in out and "line 5: malformed" in out and "rows of the file disagree" in out
+    with pytest.raises(SystemExit):
+        import_labels.main(args)
+    labels = SiteLabels(store)
+    assert labels.current(a["study_uid"])["label"] == 1 and labels.current(a["study_uid"])["body_part"] == "wrist"
+    assert labels.current(b["study_uid"])["label"] == 0 and labels.current(b["study_uid"])["source"] == "import"
+    assert labels.current(c["study_uid"]) is None and "labels.csv line 2" in labels.current(a["study_uid"])["note"]

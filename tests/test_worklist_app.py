@@ -16,6 +16,7 @@ import pytest
 from mura_mt.audit import read_audit
 from mura_mt.bench.worklist_fill import fill
 from mura_mt.data.synthetic_dicom import write_dicom_studies
+from mura_mt.dicom_node.labels import SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.web.worklist import API_KEYS
 from tests.browser import chromium
@@ -140,6 +141,16 @@ def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
         for bad, message in ((("urgent", ""), "status must be one of"), (("", "yesterday"), "since must be")):
             with pytest.raises(Exception, match=message):
                 client.predict(*bad, 100, 0, api_name="/worklist")
+        # The reader's read by API: recorded, refused with the accepted values when wrong, never an MCP tool.
+        read = client.predict(rows[0]["study_uid"], "abnormal", "wrist", "fracture", api_name="/record_read")
+        assert read == {"study_uid": rows[0]["study_uid"], "label": "abnormal", "body_part": "wrist",
+                        "source": "reader", "author": "anonymous"}  # fmt: skip
+        assert SiteLabels(WorklistStore(filled)).current(rows[0]["study_uid"])["note"] == "fracture"
+        for bad, message in ((("maybe", ""), "abnormal, normal"), (("normal", "knee"), "body_part must be")):
+            with pytest.raises(Exception, match=message):
+                client.predict(rows[1]["study_uid"], *bad, "", api_name="/record_read")
+        with pytest.raises(Exception, match="no study"):
+            client.predict("2.25.404", "normal", "", "", api_name="/record_read")
         # On loopback without a login the worklist is an MCP tool beside the two analyses, and nothing else is.
         tools = httpx.get(f"{app}gradio_api/mcp/schema", timeout=10).json()
         assert sorted(tool["name"] for tool in tools) == ["predict", "predict_study", "worklist"]
@@ -224,7 +235,12 @@ def test_over_https_the_audit_log_names_who_opened_which_study(filled, tmp_path,
             page.wait_for_function(
                 f"document.querySelector('#worklist-verdict').innerText.includes('{opened['accession']}')"
             )
+            page.click("#worklist-reading")  # the reader records her read with the buttons
+            page.click("#worklist-read-normal")
+            page.wait_for_function("document.querySelector('#worklist-verdict').innerText.includes('Read: normal')")
             page.close()
+    truth = SiteLabels(WorklistStore(filled)).current(opened["study_uid"])
+    assert (truth["label"], truth["source"], truth["author"]) == (0, "reader", "ana")
     events = list(read_audit(audit))
     assert any(e["action"] == "study opened" and e["study_uid"] == opened["study_uid"] and e["user"] == "ana"
                and e["remote"] == "127.0.0.1" for e in events)  # fmt: skip
@@ -234,4 +250,4 @@ def test_over_https_the_audit_log_names_who_opened_which_study(filled, tmp_path,
     assert audit.stat().st_mode & 0o777 == 0o600
     shown = subprocess.run([sys.executable, "scripts/audit.py", str(audit), "--user", "ana", "--study",
                             opened["study_uid"]], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-    assert "study opened" in shown.stdout and opened["study_uid"] in shown.stdout and "1 event(s)" in shown.stdout
+    assert "study opened" in shown.stdout and "read recorded" in shown.stdout and "2 event(s)" in shown.stdout

@@ -276,3 +276,35 @@ def test_while_postgresql_is_down_the_node_refuses_for_now_and_takes_the_study_a
             assert store.study(str(dataset.StudyInstanceUID))["views"] == 1
         finally:
             node.stop()
+
+
+def test_labels_supersede_keep_their_history_and_wait_for_their_study(target):
+    from mura_mt.dicom_node.labels import LabelError, SiteLabels
+
+    store = WorklistStore(target, node="NODEA")
+    labels = SiteLabels(store)
+    answered(store, "s1", 1.0, 0.9, True)
+    before = store.version()
+    assert labels.record("abnormal", "reader", "ana", study_uid="s1", now=10.0).outcome == "recorded"
+    assert store.version() != before  # the open worklist page refreshes
+    ris = labels.record("normal", "ris", "RIS", accession="A-s1", message_id="m1", now=20.0)
+    assert (ris.outcome, ris.study_uid) == ("recorded", "s1")
+    assert labels.record("normal", "ris", "RIS", accession="A-s1", message_id="m1", now=30.0).outcome == "duplicate"
+    history = labels.history("s1")
+    assert [(h["source"], h["label"], h["superseded"]) for h in history] == [("reader", 1, 1), ("ris", 0, 0)]
+    assert labels.current("s1")["author"] == "RIS"
+    # a report before its study: kept, then attached when the study arrives
+    assert labels.record("1", "ris", "RIS", accession="A-s2", message_id="m2", keep_waiting=True).outcome == "waiting"
+    store.add_instance(view("s2", accession="A-s2"), now=40.0)
+    assert labels.current("s2")["label"] == 1 and labels.current("s2")["source"] == "ris"
+    for bad, message in ((("maybe", "reader", "ana"), "abnormal, normal"), (("1", "fax", "ana"), "source must be")):
+        with pytest.raises(LabelError, match=message):
+            labels.record(*bad, study_uid="s1")
+    with pytest.raises(LabelError, match="body_part must be"):
+        labels.record("1", "reader", "ana", study_uid="s1", body_part="knee")
+    with pytest.raises(LabelError, match="no study"):
+        labels.record("1", "reader", "ana", study_uid="nope")
+    assert len(labels.history("s1")) == 2  # refusals change nothing
+    pairs = [(row["study_uid"], row["label"], row["label_source"]) for row in labels.labelled_answers()]
+    assert pairs == [("s1", 0, "ris")]  # s2 is labelled but not answered yet
+    assert labels.labelled_answers(source="reader") == [] and labels.labelled_answers(since=2.0) == []

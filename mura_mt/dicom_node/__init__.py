@@ -12,6 +12,7 @@ the Predictor imports none of them:
 - ``studies``: a study is answered once quiet, with ``Predictor.predict_study``; ``outputs``: its Secondary
   Captures; ``sr``: its TID 1500 Measurement Report (built, and read back with highdicom); ``delivery``:
   C-STORE/STOW-RS with retries; ``loop``: the background passes they run in; ``tls``: DICOM TLS both ways.
+- ``labels``: the site's ground truth (the reader, the RIS, a file) in the store's tables, with its history.
 
 May import ``inference``, ``imaging`` and the shared root modules; never ``web``, ``evaluation`` or ``training``.
 """

@@ -76,7 +76,23 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_try DOUBLE PRECISION NOT NULL DEFAULT 0,
     last_error TEXT
 );
+CREATE TABLE IF NOT EXISTS labels (             -- ground truth that comes back: the reader, the RIS, a file
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT,                            -- NULL until a study with this accession arrives
+    accession TEXT,
+    label INTEGER NOT NULL,                    -- 1 abnormal, 0 normal
+    body_part TEXT,                            -- the correct part, when the source names one
+    source TEXT NOT NULL,                      -- reader, ris, import
+    author TEXT NOT NULL,
+    note TEXT,
+    recorded DOUBLE PRECISION NOT NULL,
+    message_id TEXT,                           -- the source's own id (HL7 MSH-10): the same message twice is one
+    superseded INTEGER NOT NULL DEFAULT 0      -- a later label of the study replaced it (kept as history)
+);
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
+CREATE INDEX IF NOT EXISTS labels_by_study ON labels(study_uid, superseded);
+CREATE INDEX IF NOT EXISTS labels_waiting ON labels(accession) WHERE study_uid IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS labels_once ON labels(source, message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS copies_by_node ON copies(node);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(node, state, next_try);
 CREATE INDEX IF NOT EXISTS studies_by_status ON studies(status, last_instance);
@@ -150,6 +166,8 @@ class WorklistStore:
                 (instance.study_uid, instance.accession, instance.patient_id, instance.patient_name, now, now),
             )
             tx.lock_study(instance.study_uid)
+            if instance.accession:  # a report that came before its study is attached now (labels.py)
+                attach_waiting_labels(tx, instance.study_uid, instance.accession)
             new = tx.execute(
                 "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sop_uid) DO NOTHING",
                 (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, instance.modality,
@@ -392,6 +410,19 @@ class WorklistStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def attach_waiting_labels(tx, study_uid: str, accession: str) -> None:
+    """Labels kept for an accession no study had yet belong to this study now; the newest is the current one."""
+    waiting = tx.rows(
+        "SELECT id FROM labels WHERE study_uid IS NULL AND accession = ? ORDER BY recorded, id", (accession,)
+    )
+    if not waiting:
+        return
+    tx.execute("UPDATE labels SET study_uid = ? WHERE study_uid IS NULL AND accession = ?", (study_uid, accession))
+    tx.execute(
+        "UPDATE labels SET superseded = 1 WHERE study_uid = ? AND id != ?", (study_uid, waiting[-1]["id"])
+    )
 
 
 def _decoded(row: dict) -> dict:

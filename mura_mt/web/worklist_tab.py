@@ -16,7 +16,9 @@ import gradio as gr
 
 from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.database import StoreUnavailable
+from mura_mt.dicom_node.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.labels import BODY_PARTS
 from mura_mt.web.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
 
 REFRESH_S = 3.0
@@ -57,6 +59,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
     what a person asks for is recorded under their login before it is shown: the list (opened, a page turned, the
     API), a study opened, a study marked (un)read. The automatic refreshes of an open page are not."""
     views = StudyViews(store, predictor)
+    labels = SiteLabels(store)
 
     def record(action: str, request: gr.Request | None, study_uid: str | None = None, detail: str = "") -> None:
         if audit is not None:
@@ -106,7 +109,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         if study is None:
             return None, EMPTY, "", None, gr.update(interactive=False)
         record("study opened", request, uid)
-        return uid, *_study_panel(study, views), _read_button(study)
+        return uid, *_study_panel(study, views, labels), _read_button(study)
 
     def toggle_read(uid: str | None, page: int, request: gr.Request):
         try:
@@ -142,6 +145,40 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         except (ValueError, StoreUnavailable) as err:  # bad input, or the database is down: say which
             raise gr.Error(str(err)) from None
 
+    def record_read(study_uid: str, label: str, body_part: str = "", note: str = "", request: gr.Request = None) -> dict:
+        """Record the reader's read of one study (ground truth for the site's own accuracy figures): "abnormal" or
+        "normal", optionally the correct body part and a note, under the reader's login. A later read replaces it.
+
+        Args:
+            study_uid: the Study Instance UID of a study in the worklist.
+            label: "abnormal" or "normal".
+            body_part: "" or the correct body part (elbow, finger, forearm, hand, humerus, shoulder, wrist).
+            note: free text kept with the read.
+
+        Returns:
+            read: the study_uid, label, body_part, source ("reader") and author recorded.
+        """
+        author = getattr(request, "username", None) or "anonymous"
+        try:
+            if store.study(study_uid or "") is None:
+                raise LabelError(f"no study {study_uid!r} in the worklist")
+            labels.record(label, "reader", author, study_uid=study_uid, body_part=body_part, note=note)
+        except (LabelError, StoreUnavailable) as err:
+            raise gr.Error(str(err)) from None
+        record("read recorded", request, study_uid, detail=str(label))
+        return {"study_uid": study_uid, "label": str(label).lower(), "body_part": body_part, "source": "reader",
+                "author": author}  # fmt: skip
+
+    def read_from_page(label: str):
+        def handler(uid: str | None, body_part: str, note: str, request: gr.Request):
+            if not uid:
+                raise gr.Error("Select a study first.")
+            record_read(uid, label, body_part, note, request)
+            study = store.study(uid)
+            return _study_panel(study, views, labels)[0]
+
+        return handler
+
     with gr.Tab("Worklist", id="worklist", elem_id="worklist-tab"):
         page, seen, selected = gr.State(0), gr.State(None), gr.State(None)
         summary = gr.Markdown(elem_id="worklist-summary")
@@ -155,6 +192,12 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
             earlier = gr.Button("◀ Previous page", size="sm", elem_id="worklist-previous")
             later = gr.Button("Next page ▶", size="sm", elem_id="worklist-next")
             read = gr.Button("Mark as read", size="sm", interactive=False, elem_id="worklist-read")
+        with gr.Accordion("Record your read (the site's own ground truth)", open=False, elem_id="worklist-reading"):
+            with gr.Row():
+                read_abnormal = gr.Button("Abnormal", size="sm", elem_id="worklist-read-abnormal")
+                read_normal = gr.Button("Normal", size="sm", elem_id="worklist-read-normal")
+                read_part = gr.Dropdown(["", *BODY_PARTS], value="", label="correct body part (optional)")
+                read_note = gr.Textbox(label="note (optional)", max_length=500)
         verdict = gr.Markdown(EMPTY, elem_id="worklist-verdict")
         pictures = gr.HTML(elem_id="worklist-views")
         with gr.Accordion("Answer (JSON)", open=False):
@@ -170,7 +213,14 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
     later.click(next_page, [page, selected], listing, **quiet)
     grid.click(show, None, [selected, verdict, pictures, answer, read], api_visibility="private")
     read.click(toggle_read, [selected, page], [*listing, read], api_visibility="private")
+    for button, label in ((read_abnormal, "abnormal"), (read_normal, "normal")):
+        button.click(read_from_page(label), [selected, read_part, read_note], verdict, api_visibility="private")
     with gr.Column(visible=False):  # API-only
+        uid_in, label_in, part_in, note_in = gr.Textbox(), gr.Textbox(), gr.Textbox(value=""), gr.Textbox(value="")
+        read_out = gr.JSON(label="read")
+        # callable by gradio_client (behind the login), never an MCP tool: an agent must not write ground truth
+        gr.Button().click(record_read, [uid_in, label_in, part_in, note_in], read_out, api_name="record_read",
+                          api_visibility="undocumented")  # fmt: skip
         status_in, since_in = gr.Textbox(value=""), gr.Textbox(value="")
         limit_in, offset_in = gr.Number(value=PAGE_SIZE, precision=0), gr.Number(value=0, precision=0)
         rows_out = gr.JSON(label="rows")
@@ -181,7 +231,7 @@ def _read_button(study: dict):
     return gr.update(value="Mark as unread" if study["read"] else "Mark as read", interactive=True)
 
 
-def _study_panel(study: dict, views: StudyViews) -> tuple[str, str, dict]:
+def _study_panel(study: dict, views: StudyViews, labels: SiteLabels) -> tuple[str, str, dict]:
     """(warnings and verdict, the views beside their overlays, the whole answer)."""
     patient = str(study["patient_name"] or "").replace("^", " ")
     lines = [f"### {html.escape(patient)} {html.escape(study['patient_id'] or '')} · accession "
@@ -195,6 +245,11 @@ def _study_panel(study: dict, views: StudyViews) -> tuple[str, str, dict]:
         lines.append(f"Decided by the **{study['body_part']}** head; status {study['status']}.")
     else:
         lines.append(f"Status: **{study['status']}**.")
+    truth = labels.current(study["study_uid"])
+    if truth is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(truth["recorded"]))
+        lines.append(f"Read: **{'abnormal' if truth['label'] else 'normal'}** ({html.escape(truth['source'])}, "
+                     f"{html.escape(truth['author'])}, {when}).")  # fmt: skip
     pictures, note = views.pictures(study)
     if note:
         lines.append(f"_{html.escape(note)}_")

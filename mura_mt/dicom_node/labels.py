@@ -1,0 +1,139 @@
+"""Ground truth that comes back to the site: the reader's read in the Worklist tab, the RIS's final report, a file.
+
+Each label is kept with its source (``reader``, ``ris``, ``import``), author, time and note; a later label of the
+same study supersedes the earlier ones, which stay as its history. A label for an accession the node has not seen
+yet is kept and attached when the study arrives (``store.attach_waiting_labels``); a message the source sends twice
+(the same ``message_id``) is recorded once. The tables are the worklist store's, on SQLite or PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.labels import BODY_PARTS
+
+SOURCES = ("reader", "ris", "import")
+LABEL_VALUES = {"abnormal": 1, "normal": 0, "1": 1, "0": 0}
+
+
+class LabelError(ValueError):
+    """A label that cannot be used, with what is accepted."""
+
+
+def parse_label(value) -> int:
+    """``abnormal`` / ``normal`` (also 1 / 0) -> 1 / 0."""
+    key = str(value).strip().lower()
+    if key not in LABEL_VALUES:
+        raise LabelError(f"label must be one of abnormal, normal (or 1, 0); got {value!r}")
+    return LABEL_VALUES[key]
+
+
+def parse_body_part(value: str | None) -> str:
+    part = (value or "").strip().lower()
+    if part and part not in BODY_PARTS:
+        raise LabelError(f"body_part must be empty or one of {', '.join(BODY_PARTS)}; got {value!r}")
+    return part
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of a label: ``recorded`` (attached to ``study_uid``), ``waiting`` (kept for an accession no study
+    has yet) or ``duplicate`` (this message was recorded before; nothing changed)."""
+
+    outcome: str
+    study_uid: str | None
+
+
+class SiteLabels:
+    """The labels of the studies in ``store``."""
+
+    def __init__(self, store: WorklistStore):
+        self.store = store
+
+    def record(self, label, source: str, author: str, study_uid: str | None = None, accession: str | None = None,
+               body_part: str = "", note: str = "", message_id: str | None = None, keep_waiting: bool = False,
+               now: float | None = None) -> Recorded:  # fmt: skip
+        """Record one label. The study is found by ``study_uid``, else by ``accession``; with neither found the
+        label is refused (LabelError), unless ``keep_waiting`` and an accession is given: a report may come first."""
+        value, part = parse_label(label), parse_body_part(body_part)
+        if source not in SOURCES:
+            raise LabelError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+        if not (study_uid or accession):
+            raise LabelError("a label needs a study_uid or an accession number")
+        now = time.time() if now is None else now
+        with self.store.db.transaction() as tx:
+            if message_id and tx.value(
+                "SELECT COUNT(*) FROM labels WHERE source = ? AND message_id = ?", (source, message_id)
+            ):
+                found = tx.value(
+                    "SELECT study_uid FROM labels WHERE source = ? AND message_id = ?", (source, message_id)
+                )
+                return Recorded("duplicate", found)
+            found = self._find(tx, study_uid, accession)
+            if found is None and not (keep_waiting and accession):
+                raise LabelError(f"no study {study_uid or ''}{' / ' if study_uid and accession else ''}"
+                                 f"{'accession ' + accession if accession else ''} in the worklist")  # fmt: skip
+            if found is not None:
+                tx.lock_study(found)
+                tx.execute("UPDATE labels SET superseded = 1 WHERE study_uid = ? AND superseded = 0", (found,))
+                tx.execute("UPDATE studies SET rev = rev + 1 WHERE study_uid = ?", (found,))
+            tx.execute(
+                "INSERT INTO labels (study_uid, accession, label, body_part, source, author, note, recorded, "
+                "message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (found, accession or None, value, part, source, author, note, now, message_id or None),
+            )
+        return Recorded("recorded" if found else "waiting", found)
+
+    def find(self, study_uid: str | None = None, accession: str | None = None) -> str | None:
+        """The UID of the study named by ``study_uid``, else by ``accession`` (the newest such study); None."""
+        with self.store.db.transaction() as tx:
+            return self._find(tx, study_uid, accession)
+
+    @staticmethod
+    def _find(tx, study_uid: str | None, accession: str | None) -> str | None:
+        if study_uid and tx.value("SELECT COUNT(*) FROM studies WHERE study_uid = ?", (study_uid,)):
+            return study_uid
+        if accession:
+            rows = tx.rows("SELECT study_uid FROM studies WHERE accession = ? ORDER BY received DESC", (accession,))
+            if rows:
+                return rows[0]["study_uid"]
+        return None
+
+    def history(self, study_uid: str) -> list[dict]:
+        """Every label of a study, oldest first; the current one has ``superseded`` 0."""
+        with self.store.db.transaction() as tx:
+            return tx.rows("SELECT * FROM labels WHERE study_uid = ? ORDER BY recorded, id", (study_uid,))
+
+    def current(self, study_uid: str) -> dict | None:
+        with self.store.db.transaction() as tx:
+            rows = tx.rows("SELECT * FROM labels WHERE study_uid = ? AND superseded = 0", (study_uid,))
+        return rows[0] if rows else None
+
+    def labelled_answers(
+        self, since: float | None = None, until: float | None = None, source: str = "any"
+    ) -> list[dict]:
+        """The answered studies that have a current label (from ``source``, or any), received in [since, until):
+        study_uid, accession, received, body_part (the model's), abnormal_prob, is_abnormal, answer (JSON), label,
+        label_body_part, label_source, label_author."""
+        if source != "any" and source not in SOURCES:
+            raise LabelError(f"source must be any or one of {', '.join(SOURCES)}; got {source!r}")
+        where, params = ["s.status IN ('analysed', 'delivered')", "l.superseded = 0"], []
+        if source != "any":
+            where.append("l.source = ?")
+            params.append(source)
+        if since is not None:
+            where.append("s.received >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("s.received < ?")
+            params.append(float(until))
+        with self.store.db.transaction() as tx:
+            return tx.rows(
+                "SELECT s.study_uid, s.accession, s.received, s.body_part, s.abnormal_prob, s.is_abnormal, s.answer, "
+                "l.label, l.body_part AS label_body_part, l.source AS label_source, l.author AS label_author "
+                f"FROM studies s JOIN labels l ON l.study_uid = s.study_uid WHERE {' AND '.join(where)} "
+                "ORDER BY s.received, s.study_uid",
+                tuple(params),
+            )
