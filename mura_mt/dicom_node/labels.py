@@ -64,17 +64,13 @@ class SiteLabels:
             raise LabelError("a label needs a study_uid or an accession number")
         now = time.time() if now is None else now
         with self.store.db.transaction() as tx:
-            if message_id and tx.value(
-                "SELECT COUNT(*) FROM labels WHERE source = ? AND message_id = ?", (source, message_id)
-            ):
-                found = tx.value(
-                    "SELECT study_uid FROM labels WHERE source = ? AND message_id = ?", (source, message_id)
-                )
-                return Recorded("duplicate", found)
+            if message_id:
+                seen = tx.rows("SELECT study_uid FROM labels WHERE source = ? AND message_id = ?", (source, message_id))
+                if seen:
+                    return Recorded("duplicate", seen[0]["study_uid"])
             found = self._find(tx, study_uid, accession)
             if found is None and not (keep_waiting and accession):
-                raise LabelError(f"no study {study_uid or ''}{' / ' if study_uid and accession else ''}"
-                                 f"{'accession ' + accession if accession else ''} in the worklist")  # fmt: skip
+                raise LabelError(f"no study {study_uid or 'with accession ' + str(accession)} in the worklist")
             if found is not None:
                 tx.lock_study(found)
                 tx.execute("UPDATE labels SET superseded = 1 WHERE study_uid = ? AND superseded = 0", (found,))
