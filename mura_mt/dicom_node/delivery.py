@@ -59,6 +59,9 @@ class Deliverer(PassLoop):
         self.poll, self.timeout = poll, timeout
         self.tls = tls
         self.audit = audit
+        # built once, reused by every batch: loading the certificate chain and the CA is not per-delivery work
+        self._tls_context = tls.client_context() if tls else None
+        self._http = self._session() if dicomweb_url else None
 
     def destinations(self) -> list[str]:
         return [name for name, there in (("dimse", self.return_to), ("stow", self.dicomweb_url)) if there]
@@ -90,7 +93,7 @@ class Deliverer(PassLoop):
             ae.add_requested_context(sop_class, syntax)
         there = self.return_to
         # With TLS the receiver must show a certificate the CA signed for the host named in --return-to
-        tls_args = (self.tls.client_context(), there.host) if self.tls else None
+        tls_args = (self._tls_context, there.host) if self._tls_context else None
         association = ae.associate(there.host, there.port, ae_title=there.ae_title, tls_args=tls_args)
         if not association.is_established:
             self._fail(batch, f"could not associate with {there.ae_title}@{there.host}:{there.port}", now)
@@ -132,7 +135,7 @@ class Deliverer(PassLoop):
         import pydicom
         from dicomweb_client.api import DICOMwebClient
 
-        client = DICOMwebClient(url=self.dicomweb_url, session=self._session())
+        client = DICOMwebClient(url=self.dicomweb_url, session=self._http)
         sent = 0
         for item in batch:
             try:
