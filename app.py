@@ -4,13 +4,15 @@
 the worklist tab); `main` reads the options, builds the Predictor once and launches. The app never touches tensors.
 Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
 [--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp]
-[--worklist-db FILE_OR_URL [--dicom-port PORT --dicom-ae-title AET --store-dir DIR --return-to AET@HOST:PORT ...]];
+[--worklist-db FILE_OR_URL [--dicom-port PORT --dicom-ae-title AET --store-dir DIR --return-to AET@HOST:PORT ...]
+[--hl7-port PORT ...]];
 env MURA_MT_CHECKPOINT does the same as --checkpoint, MURA_MT_RUNTIME as --runtime, and
 MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page and API alike. The
 two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a ZeroGPU Space each
 analysis runs inside ``@spaces.GPU``. With ``--worklist-db`` (env MURA_MT_WORKLIST_DB) the page opens on the triage
 worklist (``mura_mt.web.worklist_tab``) and the API has ``/worklist``; with ``--dicom-port`` too, this process is
-also a DICOM node (``mura_mt.dicom_node``) on the same Predictor. Off loopback the worklist needs a login and
+also a DICOM node (``mura_mt.dicom_node``) on the same Predictor, and with ``--hl7-port`` it takes the RIS's reports.
+Off loopback the worklist needs a login and
 HTTPS (--ssl-certfile/--ssl-keyfile, or --behind-https-proxy); --audit-log records who opened which study.
 Requests run ``concurrency`` at once (the Predictor serialises only the model call), 16 more may wait, and an
 analysis longer than ``time_limit`` seconds answers with a clean error.
@@ -30,10 +32,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from mura_mt.audit import AuditLog, default_audit_path
-from mura_mt.dicom_node.node import DicomNode, NodeOptions, add_node_options
-from mura_mt.dicom_node.outputs import ModelIdentity
-from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.audit import AuditLog
+from mura_mt.dicom_node.hl7_listener import add_hl7_options
+from mura_mt.dicom_node.node import NodeOptions, add_node_options, start_site
 from mura_mt.inference.predictor import Predictor
 from mura_mt.web.login import AuthError, check_login, is_loopback, load_credentials
 from mura_mt.web.upload_tab import UploadTab
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--dicom-ae-title", default="MURAMT", help="the node's AE title (default MURAMT)")
     site.add_argument("--dicom-host", default="0.0.0.0", help="address the node listens on (default: all)")
     add_node_options(site)
+    add_hl7_options(site)
     return parser
 
 
@@ -170,30 +172,24 @@ def main(argv: list[str] | None = None) -> None:
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
     # for one checkpoint are never shown for another.
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="mura-mt-examples-"))
-    store = node = audit = None
-    if args.worklist_db:
-        try:
-            store = WorklistStore(args.worklist_db, node=args.dicom_ae_title)
-        except (ConnectionError, RuntimeError) as err:
-            parser.error(str(err))
-        audit = AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
-    if node_options is not None:
-        node = DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, args.dicom_ae_title), audit)
-        node.start()
+    try:
+        store, audit, services = start_site(args, node_options, predictor, checkpoint)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        parser.error(str(err))
     demo = build_demo(predictor, examples, args.concurrency, args.time_limit, worklist=store, audit=audit)
     try:
         _launch(demo, args, check_login(credentials, audit) if credentials else None, serve_mcp)
     finally:
-        if node is not None:
-            node.stop()
+        for service in services:
+            service.stop()
 
 
 def _site_options(parser: argparse.ArgumentParser, args, credentials) -> NodeOptions | None:
     """Refuse what would expose patient data; the node's options when this process is also a node."""
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         parser.error("HTTPS needs --ssl-certfile and --ssl-keyfile together")
-    if args.dicom_port is not None and not args.worklist_db:
-        parser.error("--dicom-port needs --worklist-db: the node's memory and the worklist the app shows")
+    if (args.dicom_port is not None or args.hl7_port is not None) and not args.worklist_db:
+        parser.error("--dicom-port and --hl7-port need --worklist-db: the store of the studies and their labels")
     if args.worklist_db and not is_loopback(args.host):
         if not credentials:
             parser.error(

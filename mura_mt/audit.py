@@ -22,6 +22,7 @@ ACTIONS = (
     "study marked read",
     "study marked unread",
     "read recorded",
+    "label received",
     "instance received",
     "answer sent",
     "association refused",

@@ -1,7 +1,8 @@
 """The DICOM triage node: python scripts/dicom_node.py --checkpoint CKPT --ae-title AET --port PORT --db FILE_OR_URL
 --store-dir DIR --return-to AET@HOST:PORT [--dicomweb URL] [--quiet-seconds S] [--allow AET[@HOST],...]
 [--host H] [--max-store-gb G] [--max-associations N] [--retain-hours H] [--runtime ...] [--precision ...]
-[--tls-cert FILE --tls-key FILE --tls-ca FILE] [--audit-log FILE]
+[--tls-cert FILE --tls-key FILE --tls-ca FILE] [--audit-log FILE] [--hl7-port PORT [--hl7-allow APP[@HOST],...]
+[--hl7-labels FILE.yaml]]
 
 Register it in the PACS (or Orthanc: "DicomModalities") as AET at this host and PORT, route studies to it, and let it
 send to --return-to. It answers C-ECHO, receives studies by C-STORE (written durably before the success status),
@@ -12,7 +13,8 @@ both ways, with peers whose certificate the CA signed; --audit-log (default audi
 every instance received, answer sent and association refused. The worklist (--db: a SQLite file, or a postgresql:// URL that
 several nodes share) is its memory: stop it with Ctrl-C or kill -9 it at any point; started again, it analyses every
 acknowledged study and delivers every answer, once. Nodes on one PostgreSQL never analyse a study twice; the web app
-shows their worklist (python app.py --worklist-db URL). Research software: not for diagnostic use.
+shows their worklist (python app.py --worklist-db URL). With --hl7-port it also takes the RIS's final reports (HL7
+ORU^R01 over MLLP) as the studies' labels (mura_mt.dicom_node.hl7_listener). Research software: not for diagnostic use.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import signal
 import threading
 
+from mura_mt.dicom_node.hl7_listener import add_hl7_options, listener_from_args
 from mura_mt.dicom_node.node import DicomNode, NodeOptions, add_node_options
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.store import WorklistStore
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         "--db", required=True, help="the worklist store: a SQLite file, or a postgresql:// URL shared by several nodes"
     )
     add_node_options(parser)
+    add_hl7_options(parser)
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args(argv)
@@ -50,13 +54,21 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     predictor = Predictor.from_pretrained(args.checkpoint, precision=args.precision, runtime=args.runtime)
     node = DicomNode(options, store, predictor, ModelIdentity.of(args.checkpoint, args.ae_title))
+    try:
+        hl7 = listener_from_args(args, store, node.audit)
+    except ValueError as err:
+        parser.error(str(err))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     node.start()
+    if hl7 is not None:
+        hl7.start()
     print(f"mura-mt DICOM node {args.ae_title} on {args.host}:{args.port}, answers to {args.return_to}", flush=True)
     while not stopping.wait(1):
         pass
+    if hl7 is not None:
+        hl7.stop()
     node.stop()
     store.close()
 

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura_mt.audit import AuditLog
+from mura_mt.audit import AuditLog, default_audit_path
 from mura_mt.dicom_node.delivery import Deliverer, Destination
+from mura_mt.dicom_node.hl7_listener import listener_from_args
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, parse_allow
 from mura_mt.dicom_node.store import WorklistStore
@@ -136,3 +137,22 @@ class DicomNode:
                 continue
             if removed:
                 logger.info(f"deleted the received images of {removed} delivered studies (--retain-hours)")
+
+
+def start_site(args, node_options: NodeOptions | None, predictor, checkpoint) -> tuple:
+    """The app's site services, started: (store, audit, [node and/or HL7 listener]) for --worklist-db, --dicom-port
+    and --hl7-port; (None, None, []) without --worklist-db. ValueError, ConnectionError or RuntimeError say why not."""
+    if not args.worklist_db:
+        return None, None, []
+    store = WorklistStore(args.worklist_db, node=args.dicom_ae_title)
+    audit = AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
+    services: list = []
+    if node_options is not None:
+        services.append(DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, node_options.ae_title),
+                                  audit))  # fmt: skip
+    hl7 = listener_from_args(args, store, audit)
+    if hl7 is not None:
+        services.append(hl7)
+    for service in services:
+        service.start()
+    return store, audit, services
