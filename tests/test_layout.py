@@ -31,8 +31,9 @@ ALLOWED = {
     "evaluation": {"labels", "config", "hardware", "model", "imaging", "inference"},
     # training reads data, exports through inference's checkpoint format and picks epochs by evaluation's metrics
     "training": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "evaluation"},
-    "dicom_node": {"labels", "config", "hardware", "model", "audit", "imaging", "inference"},
-    "web": {"labels", "config", "hardware", "model", "audit", "imaging", "inference", "dicom_node"},
+    # the node scores its answers against the site's labels with evaluation's metrics (one implementation)
+    "dicom_node": {"labels", "config", "hardware", "model", "audit", "imaging", "inference", "evaluation"},
+    "web": {"labels", "config", "hardware", "model", "audit", "imaging", "inference", "dicom_node", "evaluation"},
     "bench": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "training", "dicom_node"},
     # the package's public surface, loaded lazily
     "mura_mt": {"labels", "config", "model", "imaging", "inference"},

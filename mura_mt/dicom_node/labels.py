@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.labels import BODY_PARTS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SOURCES = ("reader", "ris", "import")
 LABEL_VALUES = {"abnormal": 1, "normal": 0, "1": 1, "0": 0}
@@ -107,6 +111,23 @@ class SiteLabels:
             rows = tx.rows("SELECT * FROM labels WHERE study_uid = ? AND superseded = 0", (study_uid,))
         return rows[0] if rows else None
 
+    def answered_count(self, since: float | None = None, until: float | None = None) -> int:
+        """Answered studies received in [since, until): the denominator of the label coverage."""
+        where, params = _window("status IN ('analysed', 'delivered')", since, until, "received")
+        with self.store.db.transaction() as tx:
+            return int(tx.value(f"SELECT COUNT(*) FROM studies WHERE {where}", params))
+
+    def evidence(self, since: float | None = None, until: float | None = None, source: str = "any",
+                 resamples: int = 2000, seed: int = 0) -> tuple[dict, "pd.DataFrame"]:  # fmt: skip
+        """(metrics, studies) of the labelled answers in the window, scored by ``evaluation.site`` (the same
+        metrics and bootstrap as ``evaluate.py``); metrics also names the window."""
+        from mura_mt.evaluation.site import site_metrics, site_studies
+
+        studies = site_studies(self.labelled_answers(since, until, source))
+        metrics = site_metrics(studies, self.answered_count(since, until), resamples, seed)
+        metrics["window"] = {"since": since, "until": until, "source": source}
+        return metrics, studies
+
     def labelled_answers(
         self, since: float | None = None, until: float | None = None, source: str = "any"
     ) -> list[dict]:
@@ -115,21 +136,28 @@ class SiteLabels:
         label_body_part, label_source, label_author."""
         if source != "any" and source not in SOURCES:
             raise LabelError(f"source must be any or one of {', '.join(SOURCES)}; got {source!r}")
-        where, params = ["s.status IN ('analysed', 'delivered')", "l.superseded = 0"], []
+        where, params = _window("s.status IN ('analysed', 'delivered') AND l.superseded = 0", since, until,
+                                "s.received")  # fmt: skip
         if source != "any":
-            where.append("l.source = ?")
-            params.append(source)
-        if since is not None:
-            where.append("s.received >= ?")
-            params.append(float(since))
-        if until is not None:
-            where.append("s.received < ?")
-            params.append(float(until))
+            where += " AND l.source = ?"
+            params += (source,)
         with self.store.db.transaction() as tx:
             return tx.rows(
                 "SELECT s.study_uid, s.accession, s.received, s.body_part, s.abnormal_prob, s.is_abnormal, s.answer, "
                 "l.label, l.body_part AS label_body_part, l.source AS label_source, l.author AS label_author "
-                f"FROM studies s JOIN labels l ON l.study_uid = s.study_uid WHERE {' AND '.join(where)} "
+                f"FROM studies s JOIN labels l ON l.study_uid = s.study_uid WHERE {where} "
                 "ORDER BY s.received, s.study_uid",
-                tuple(params),
+                params,
             )
+
+
+def _window(condition: str, since: float | None, until: float | None, column: str) -> tuple[str, tuple]:
+    """``condition`` and ``column`` in [since, until), with its parameters."""
+    params: tuple = ()
+    if since is not None:
+        condition += f" AND {column} >= ?"
+        params += (float(since),)
+    if until is not None:
+        condition += f" AND {column} < ?"
+        params += (float(until),)
+    return condition, params

@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from mura_mt.dicom_node.receive import OWN_MANUFACTURER
 from mura_mt.inference.explain import overlay
 
+SC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage: the Grad-CAM pictures
+
 SC_SERIES_DESCRIPTION = "mura-mt Grad-CAM overlay - NOT FOR DIAGNOSTIC USE"
 SC_SERIES_NUMBER = 9901
 # Type 2 attributes of the Patient and General Study modules: present in every output, empty where the source has
@@ -167,3 +169,26 @@ def secondary_captures(views, grays, result, warnings: list[str], model: ModelId
         capture.ImageComments = "NOT FOR DIAGNOSTIC USE"
         captures.append(capture)
     return captures
+
+
+def sent_pictures(store, study_uid: str, max_side: int = 320) -> list[tuple[str, bytes]]:
+    """[(caption, PNG)] of the Grad-CAM Secondary Captures the node made for a study, read from its outbox (where
+    this machine still has them): the pictures the reading room saw, for the site report's disagreements."""
+    import io
+
+    import pydicom
+
+    pictures, seen = [], set()
+    for row in store.deliveries(study_uid):
+        if row["sop_uid"] in seen or not Path(row["path"]).is_file():
+            continue
+        seen.add(row["sop_uid"])
+        dataset = pydicom.dcmread(row["path"])
+        if str(dataset.SOPClassUID) != SC_SOP_CLASS:
+            continue
+        image = Image.fromarray(dataset.pixel_array)
+        image.thumbnail((max_side, max_side))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        pictures.append((f"the node's picture {len(pictures) + 1}", buffer.getvalue()))
+    return pictures

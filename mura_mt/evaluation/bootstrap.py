@@ -65,15 +65,19 @@ def weighted_binary(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray) 
 
 
 def group_intervals(
-    images: pd.DataFrame, studies: pd.DataFrame, n_resamples: int, rng: np.random.Generator
+    images: pd.DataFrame | None, studies: pd.DataFrame, n_resamples: int, rng: np.random.Generator
 ) -> dict[str, list[float] | None]:
-    """``{metric: [lo, hi]}`` for one group of studies (``images['study']`` numbers them 0..S-1 in order)."""
+    """``{metric: [lo, hi]}`` for one group of studies (``images['study']`` numbers them 0..S-1 in order;
+    ``images`` None: study-level metrics only, as a site's answers have)."""
     counts = resample_counts(len(studies), n_resamples, rng)
     labels, probs = studies["label"].to_numpy(), studies["prob"].to_numpy()
     values = weighted_binary(labels, studies["pred"].to_numpy(), counts)
     values["study_auroc"] = weighted_auroc(probs, labels, counts)
-    image_weights = counts[:, images["study"].to_numpy()]  # an image counts as often as its study
-    values["image_auroc"] = weighted_auroc(images["prob"].to_numpy(), images["label"].to_numpy(), image_weights)
+    if images is not None:
+        image_weights = counts[:, images["study"].to_numpy()]  # an image counts as often as its study
+        values["image_auroc"] = weighted_auroc(images["prob"].to_numpy(), images["label"].to_numpy(), image_weights)
+    else:
+        values["image_auroc"] = np.full(n_resamples, np.nan)
     intervals: dict[str, list[float] | None] = {}
     for metric in METRICS:
         finite = values[metric][np.isfinite(values[metric])]

@@ -53,8 +53,9 @@ def gate_predictions(
     return images, studies
 
 
-def binary_metrics(images: pd.DataFrame, studies: pd.DataFrame) -> dict[str, float | int | None]:
-    """Kappa, AUROC, sensitivity, specificity and accuracy of one group of studies and their images."""
+def binary_metrics(images: pd.DataFrame | None, studies: pd.DataFrame) -> dict[str, float | int | None]:
+    """Kappa, AUROC, sensitivity, specificity and accuracy of one group of studies and their images (``images``
+    None: a site's answers, which keep study probabilities only; image_auroc is then None)."""
     y, pred = studies["label"].to_numpy(), studies["pred"].to_numpy()
     positives, negatives = (y == 1).sum(), (y == 0).sum()
     both = positives > 0 and negatives > 0
@@ -62,13 +63,13 @@ def binary_metrics(images: pd.DataFrame, studies: pd.DataFrame) -> dict[str, flo
         "study_kappa": float(cohen_kappa_score(y, pred)) if both else None,
         "study_auroc": float(roc_auc_score(y, studies["prob"])) if both else None,
         "image_auroc": float(roc_auc_score(images["label"], images["prob"]))
-        if images["label"].nunique() == 2
+        if images is not None and images["label"].nunique() == 2
         else None,
         "sensitivity": float((pred[y == 1] == 1).mean()) if positives else None,
         "specificity": float((pred[y == 0] == 0).mean()) if negatives else None,
         "accuracy": float((pred == y).mean()) if len(y) else None,
         "n_studies": int(len(y)),
-        "n_images": int(len(images)),
+        "n_images": int(len(images)) if images is not None else None,
     }
 
 

@@ -98,7 +98,7 @@ def write_report(
     steps = tqdm(total=4, desc="report", disable=not progress)
     figures = [_confusion_figure(metrics)]
     steps.update()
-    figures.append(_roc_figure(studies["after"], metrics))
+    figures.append(roc_figure(studies["after"], metrics["predicted_gate"]))
     steps.update()
     calibration_rows, reliability = _calibration_section(studies)
     figures.append(reliability)
@@ -146,7 +146,9 @@ def _confusion_figure(metrics: dict) -> Figure:
     return Figure("confusion.png", caption, _png(fig))
 
 
-def _roc_figure(studies: pd.DataFrame, metrics: dict) -> Figure:
+def roc_figure(studies: pd.DataFrame, blocks: dict) -> Figure:
+    """ROC curves per body part and overall; ``blocks[part]`` holds the operating point's sensitivity and
+    specificity and the AUROC (the metrics of one gate)."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
@@ -159,7 +161,7 @@ def _roc_figure(studies: pd.DataFrame, metrics: dict) -> Figure:
             ax.text(0.5, 0.5, "one class only", ha="center")
             continue
         fpr, tpr, _ = roc_curve(group["label"], group["prob"])
-        block = metrics["predicted_gate"][part]
+        block = blocks[part]
         ax.plot(fpr, tpr, lw=1.8, label=f"AUROC {block['study_auroc']:.3f}")
         ax.plot(1 - block["specificity"], block["sensitivity"], "o", color="crimson", label="operating point")
         ax.legend(loc="lower right", fontsize=8)
@@ -264,11 +266,40 @@ _CI_NOTE = (
 )
 
 
-def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery) -> str:
-    def table(header, rows):
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
+
+def html_image(figure: Figure, css: str = "") -> str:
+    data = base64.b64encode(figure.png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.caption)}" class="{css}">'
+
+
+def html_table(header: list[str], rows: list[list[str]], css: str = "metrics") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def html_page(title: str, sections: list[str]) -> str:
+    """A self-contained page in the reports' one style."""
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0;font-size:13px}.scroll{overflow-x:auto}"
+        "th,td{border:1px solid #ccc;padding:4px 6px;text-align:right;white-space:nowrap}th{background:#f2f2f2}"
+        "td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}"
+        "img{max-width:100%}.gallery{display:flex;flex-wrap:wrap;gap:12px}"
+        ".card{width:330px;margin:0}.card figcaption,figcaption{font-size:13px;color:#444}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+
+
+def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery) -> str:
+    table = markdown_table
     boot = metrics.get("bootstrap", {"resamples": 0, "seed": "-"})
     parts = [
         "# Evaluation report",
@@ -305,16 +336,7 @@ def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery) 
 
 
 def _html(metrics, source, figures, calibration_rows, gallery) -> str:
-    def img(figure: Figure, css: str = "") -> str:
-        data = base64.b64encode(figure.png).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.caption)}" class="{css}">'
-
-    def table(header, rows, css="metrics"):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        table_html = f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-        return f'<div class="scroll">{table_html}</div>'
-
+    img, table = html_image, html_table
     boot = metrics.get("bootstrap", {"resamples": 0, "seed": "-"})
     by_name = {f.name: f for f in figures}
     sections = [f"<h1>Evaluation report</h1><p>{html.escape(source)}</p>"]
@@ -338,15 +360,4 @@ def _html(metrics, source, figures, calibration_rows, gallery) -> str:
             f"<h3>{html.escape(title)}</h3><p>{html.escape(note)}.</p>"
             f"<div class='gallery' id='gallery-{kind}'>{cards or '<p>None.</p>'}</div>"
         )
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0;font-size:13px}.scroll{overflow-x:auto}"
-        "th,td{border:1px solid #ccc;padding:4px 6px;text-align:right;white-space:nowrap}th{background:#f2f2f2}"
-        "td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}"
-        "img{max-width:100%}.gallery{display:flex;flex-wrap:wrap;gap:12px}"
-        ".card{width:330px;margin:0}.card figcaption,figcaption{font-size:13px;color:#444}"
-    )
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mura-mt evaluation report</title>'
-        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
-    )
+    return html_page("mura-mt evaluation report", sections)
