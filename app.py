@@ -32,8 +32,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.hl7_listener import add_hl7_options
+from mura_mt.dicom_node.monitoring import add_metrics_options
 from mura_mt.dicom_node.node import NodeOptions, add_node_options, start_site
 from mura_mt.inference.predictor import Predictor
 from mura_mt.web.login import AuthError, check_login, is_loopback, load_credentials
@@ -56,27 +56,28 @@ def build_demo(
     concurrency: int = DEFAULT_CONCURRENCY,
     time_limit: float = DEFAULT_TIME_LIMIT_S,
     cache_examples: bool = True,
-    worklist=None,
-    audit: AuditLog | None = None,
+    site=None,
 ) -> gr.Blocks:
     """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
     analysis longer than ``time_limit`` seconds is answered with an error. ``examples`` are answered at launch
-    (``cache_examples``) so that clicking one shows its result at once. With a ``worklist`` store the page has two
-    tabs, the upload and the worklist (``mura_mt.web.worklist_tab``), and the API has ``/worklist``; ``audit``
-    records who looked at which study there."""
+    (``cache_examples``) so that clicking one shows its result at once. With a ``site`` (``dicom_node.node.Site``:
+    its worklist store, audit trail and drift monitor) the page also has the Worklist and Performance tabs, and the
+    API ``/worklist``, ``/record_read`` and ``/performance``; the audit records who looked at which study."""
     upload = UploadTab(predictor, concurrency, time_limit)
     with gr.Blocks(title="mura-mt: bone X-ray triage", analytics_enabled=False, delete_cache=(900, 900)) as demo:
         gr.Markdown("# mura-mt: bone X-ray triage with explanations")
         gr.Markdown(DISCLAIMER)
         # Without a worklist the page is one view, as it always was; with one, the page opens on the worklist and
         # the upload is the first tab.
-        with gr.Tabs(selected="worklist") if worklist is not None else contextlib.nullcontext():
-            with gr.Tab("Analyse images", id="upload") if worklist is not None else contextlib.nullcontext():
+        with gr.Tabs(selected="worklist") if site is not None else contextlib.nullcontext():
+            with gr.Tab("Analyse images", id="upload") if site is not None else contextlib.nullcontext():
                 upload.render(examples, cache_examples)
-            if worklist is not None:
+            if site is not None:
+                from mura_mt.web.performance_tab import performance_tab
                 from mura_mt.web.worklist_tab import worklist_tab
 
-                worklist_tab(demo, worklist, predictor, audit=audit)
+                worklist_tab(demo, site.store, predictor, audit=site.audit, drift_monitor=site.drift)
+                performance_tab(demo, site.store, site.drift)
         upload.render_api()
     return demo
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--dicom-host", default="0.0.0.0", help="address the node listens on (default: all)")
     add_node_options(site)
     add_hl7_options(site)
+    add_metrics_options(site)
     return parser
 
 
@@ -172,16 +174,19 @@ def main(argv: list[str] | None = None) -> None:
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
     # for one checkpoint are never shown for another.
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="mura-mt-examples-"))
-    try:
-        store, audit, services = start_site(args, node_options, predictor, checkpoint)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        parser.error(str(err))
-    demo = build_demo(predictor, examples, args.concurrency, args.time_limit, worklist=store, audit=audit)
+    site = None
+    if args.worklist_db:
+        try:
+            site = start_site(args, node_options, predictor, checkpoint)
+        except (ConnectionError, RuntimeError, ValueError, OSError) as err:
+            parser.error(str(err))
+    audit = site.audit if site else None
+    demo = build_demo(predictor, examples, args.concurrency, args.time_limit, site=site)
     try:
         _launch(demo, args, check_login(credentials, audit) if credentials else None, serve_mcp)
     finally:
-        for service in services:
-            service.stop()
+        if site is not None:
+            site.stop()
 
 
 def _site_options(parser: argparse.ArgumentParser, args, credentials) -> NodeOptions | None:

@@ -2,7 +2,7 @@
 --store-dir DIR --return-to AET@HOST:PORT [--dicomweb URL] [--quiet-seconds S] [--allow AET[@HOST],...]
 [--host H] [--max-store-gb G] [--max-associations N] [--retain-hours H] [--runtime ...] [--precision ...]
 [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--audit-log FILE] [--hl7-port PORT [--hl7-allow APP[@HOST],...]
-[--hl7-labels FILE.yaml]]
+[--hl7-labels FILE.yaml]] [--metrics-port PORT [--metrics-host H] [--metrics-public]]
 
 Register it in the PACS (or Orthanc: "DicomModalities") as AET at this host and PORT, route studies to it, and let it
 send to --return-to. It answers C-ECHO, receives studies by C-STORE (written durably before the success status),
@@ -14,7 +14,8 @@ every instance received, answer sent and association refused. The worklist (--db
 several nodes share) is its memory: stop it with Ctrl-C or kill -9 it at any point; started again, it analyses every
 acknowledged study and delivers every answer, once. Nodes on one PostgreSQL never analyse a study twice; the web app
 shows their worklist (python app.py --worklist-db URL). With --hl7-port it also takes the RIS's final reports (HL7
-ORU^R01 over MLLP) as the studies' labels (mura_mt.dicom_node.hl7_listener). Research software: not for diagnostic use.
+ORU^R01 over MLLP) as the studies' labels (mura_mt.dicom_node.hl7_listener); with --metrics-port it serves Prometheus
+/metrics (counts, latencies, rolling accuracy, drift; mura_mt.dicom_node.monitoring). Research software: not for diagnostic use.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import logging
 import signal
 import threading
 
-from mura_mt.dicom_node.hl7_listener import add_hl7_options, listener_from_args
-from mura_mt.dicom_node.node import DicomNode, NodeOptions, add_node_options
-from mura_mt.dicom_node.outputs import ModelIdentity
+from mura_mt.dicom_node.hl7_listener import add_hl7_options
+from mura_mt.dicom_node.monitoring import add_metrics_options
+from mura_mt.dicom_node.node import NodeOptions, add_node_options, start_site
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.inference.predictor import Predictor
 from mura_mt.inference.runners import RUNTIMES
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_node_options(parser)
     add_hl7_options(parser)
+    add_metrics_options(parser)
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args(argv)
@@ -53,23 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, ConnectionError, RuntimeError) as err:
         parser.error(str(err))
     predictor = Predictor.from_pretrained(args.checkpoint, precision=args.precision, runtime=args.runtime)
-    node = DicomNode(options, store, predictor, ModelIdentity.of(args.checkpoint, args.ae_title))
+    args.worklist_db = args.db
     try:
-        hl7 = listener_from_args(args, store, node.audit)
-    except ValueError as err:
+        site = start_site(args, options, predictor, args.checkpoint, store=store)
+    except (ValueError, OSError) as err:
         parser.error(str(err))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    node.start()
-    if hl7 is not None:
-        hl7.start()
     print(f"mura-mt DICOM node {args.ae_title} on {args.host}:{args.port}, answers to {args.return_to}", flush=True)
     while not stopping.wait(1):
         pass
-    if hl7 is not None:
-        hl7.stop()
-    node.stop()
+    site.stop()
     store.close()
 
 

@@ -23,6 +23,7 @@ from mura_mt.data import read_mura_index
 from mura_mt.data.index import find_mura_dir
 from mura_mt.evaluation.evaluate import evaluate_checkpoint
 from mura_mt.evaluation.metrics import format_table
+from mura_mt.evaluation.drift import reference_from_predictor, write_reference
 from mura_mt.inference.checkpoint import export, load_checkpoint, load_extra_tensors
 from mura_mt.inference.ood import OutOfDistribution
 from mura_mt.inference.predictor import Predictor
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     ood = OutOfDistribution.from_tensors(load_extra_tensors(Path(args.run) / "best"))
     out = export(args.out, model, meta, dtype=torch.float16, extra_tensors=ood.to_tensors() if ood else None)
     table = read_mura_index(args.data_root, "valid")
+    write_reference(out, reference_from_predictor(Predictor.from_pretrained(out, precision="fp32"), table))
     metrics, _ = evaluate_checkpoint(Predictor.from_pretrained(out), table)
     (out / "metrics.json").write_text(json.dumps({"split": "synthetic valid", **metrics}, indent=2))
     (out / "README.md").write_text(

@@ -15,7 +15,7 @@ from tests.browser import chromium
 from tests.test_worklist_store import view
 
 
-def fill_site(store: WorklistStore, n: int = 80, labelled: int = 70, seed: int = 3) -> pd.DataFrame:
+def fill_site(store: WorklistStore, n: int = 80, labelled: int = 70, seed: int = 3, start: float = 1000.0) -> pd.DataFrame:
     """``n`` answered studies (wrist mostly, 12 hands), the first ``labelled`` with a label from the three sources;
     the probabilities follow the labels loosely, as a real model's would. Returns the truth."""
     rng = np.random.default_rng(seed)
@@ -25,10 +25,10 @@ def fill_site(store: WorklistStore, n: int = 80, labelled: int = 70, seed: int =
         uid, part = f"1.2.826.0.9.{i}", "hand" if i % 7 == 0 else "wrist"
         label = int(rng.random() < 0.45)
         prob = float(np.clip(rng.normal(0.65 if label else 0.35, 0.2), 0.01, 0.99))
-        store.add_instance(view(uid, accession=f"ACC{i}"), now=1000.0 + i)
-        assert store.claim(uid, 1000.0 + i, now=2000.0)
+        store.add_instance(view(uid, accession=f"ACC{i}"), now=start + i)
+        assert store.claim(uid, start + i, now=start + 1000.0)
         answer = {"body_part": part, "abnormal_prob": prob, "is_abnormal": prob >= 0.5, "warnings": []}
-        assert store.record_answer(uid, 1000.0 + i, answer, [], [])
+        assert store.record_answer(uid, start + i, answer, [], [])
         if i < labelled:
             source = ("reader", "ris", "import")[i % 3]
             labels.record(label, source, f"{source}-author", study_uid=uid)

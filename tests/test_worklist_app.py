@@ -23,6 +23,8 @@ from tests.browser import chromium
 from tests.certificates import make_pki
 from tests.conftest import REPO, free_port, running_app
 from tests.orthanc import orthanc, route, upload, wait_for
+from tests.test_hl7 import oru
+from tests.test_hl7 import send as hl7_send
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO / "artifacts"
@@ -54,15 +56,20 @@ def _viewport_scroll(page) -> float:
 
 
 def test_a_study_from_orthanc_appears_in_the_open_page_in_its_place(filled, synthetic_root, tmp_path):
-    folder = write_dicom_studies(synthetic_root, tmp_path / "studies", "valid", "explicit", seed=31, limit=1)[0]
-    files = sorted(folder.glob("*.dcm"))
+    """Also the site's evidence end to end: three studies through Orthanc, their labels back by HL7 (python-hl7's
+    sender, the report before its study), by the reader's button in Chromium and by a CSV; /performance gives
+    scikit-learn's figures on the same pairs and the Performance tab shows them."""
+    folders = write_dicom_studies(synthetic_root, tmp_path / "studies", "valid", "explicit", seed=31, limit=3)
+    files = sorted(folders[0].glob("*.dcm"))
     arriving = pydicom.dcmread(files[0])
-    dicom_port, orthanc_port = free_port(), free_port()
+    others = [pydicom.dcmread(sorted(folder.glob("*.dcm"))[0]) for folder in folders[1:]]
+    dicom_port, orthanc_port, hl7_port = free_port(), free_port(), free_port()
     store = WorklistStore(filled, node="reader")
     with orthanc(tmp_path / "orthanc", {"node": [NODE, "127.0.0.1", dicom_port]}, dicom_port=orthanc_port) as (url, _):
         node_args = ["--worklist-db", filled, "--dicom-port", str(dicom_port), "--dicom-ae-title", NODE,
                      "--dicom-host", "127.0.0.1", "--store-dir", str(tmp_path / "node"), "--quiet-seconds", "1",
-                     "--return-to", f"ORTHANC@127.0.0.1:{orthanc_port}"]  # fmt: skip
+                     "--return-to", f"ORTHANC@127.0.0.1:{orthanc_port}", "--hl7-port", str(hl7_port),
+                     "--hl7-host", "127.0.0.1"]  # fmt: skip
         with open(tmp_path / "app.log", "w") as log, running_app(log, None, *node_args) as (app, _), chromium() as b:
             page = b.new_page(viewport={"width": 1280, "height": 900})
             page.goto(app, wait_until="load")
@@ -76,10 +83,13 @@ def test_a_study_from_orthanc_appears_in_the_open_page_in_its_place(filled, synt
             scrolled = _viewport_scroll(page)
             assert scrolled > 0
 
-            ids = upload(url, files)
+            # The RIS's report of the second study comes before the study does.
+            assert hl7_send(hl7_port, oru("E2E1", str(others[0].AccessionNumber), flag="A")) == ["MSA|AA|E2E1|"]
+            ids = upload(url, [path for folder in folders for path in sorted(folder.glob("*.dcm"))])
             assert route(url, "node", ids).status_code == 200
             uid = str(arriving.StudyInstanceUID)
-            wait_for(lambda: (s := store.study(uid)) and s["status"] == "delivered", 120, "the node's answer")
+            for study_uid in (uid, *(str(o.StudyInstanceUID) for o in others)):
+                wait_for(lambda: (s := store.study(study_uid)) and s["status"] == "delivered", 120, "the node's answer")
             # No reload: within a refresh or two the open page shows the study as the node left it: delivered...
             arrived = f"#worklist-table tr[data-uid='{uid}']"
             page.wait_for_function(
@@ -117,6 +127,7 @@ def test_a_study_from_orthanc_appears_in_the_open_page_in_its_place(filled, synt
             page.wait_for_function("document.querySelector('#worklist-read').innerText.includes('unread')")
             rows = _client(app).predict("", "", 100, 0, api_name="/worklist")
             assert rows[-1]["study_uid"] == uid and rows[-1]["read"] and store.study(uid)["read"] == 1
+            _labels_come_back_and_the_site_figures_are_scikit_learns(page, app, filled, uid, others, tmp_path)
             page.close()
         # The node's side of the audit trail: who sent each instance, where the answers went, who read the study.
         events = list(read_audit(tmp_path / "node" / "audit.jsonl", study=uid))
@@ -125,7 +136,53 @@ def test_a_study_from_orthanc_appears_in_the_open_page_in_its_place(filled, synt
         assert {e["action"] for e in events} >= {"answer sent", "study opened", "study marked read"}
 
 
+def _labels_come_back_and_the_site_figures_are_scikit_learns(page, app, filled, uid, others, tmp_path):
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+    labels = SiteLabels(WorklistStore(filled, node="reader"))
+    # The reader reads the open study: Normal, by the button.
+    page.get_by_text("Record your read").click()
+    page.click("#worklist-read-normal")
+    wait_for(lambda: labels.current(uid) is not None, 30, "the reader's label")
+    assert (labels.current(uid)["label"], labels.current(uid)["source"]) == (0, "reader")
+    # The HL7 report that came first is attached to its study; a CSV labels the third and the filled studies.
+    assert labels.current(str(others[0].StudyInstanceUID))["source"] == "ris"
+    store = WorklistStore(filled, node="reader")
+    answered = [r for r in store.worklist(limit=200)[0] if r["status"] in ("analysed", "delivered")]
+    csv_rows = [(str(others[1].AccessionNumber), "1")]
+    csv_rows += [(r["accession"], str(n % 2)) for n, r in enumerate(answered) if r["study_uid"] not in (
+        uid, str(others[0].StudyInstanceUID), str(others[1].StudyInstanceUID))]  # fmt: skip
+    (tmp_path / "labels.csv").write_text("accession,label\n" + "".join(f"{a},{v}\n" for a, v in csv_rows))
+    done = subprocess.run([sys.executable, "scripts/import_labels.py", "--db", filled, str(tmp_path / "labels.csv")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    truth = {row["study_uid"]: int(labels.current(row["study_uid"])["label"]) for row in answered}
+    pairs = [(truth[r["study_uid"]], r["abnormal_prob"], int(r["is_abnormal"])) for r in answered]
+    y, prob, pred = zip(*pairs)
+    overall = _client(app).predict("", "", "any", api_name="/performance")["overall"]
+    assert overall["n_studies"] == len(pairs) == len(answered)
+    assert overall["study_kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+    assert overall["study_auroc"] == pytest.approx(roc_auc_score(y, prob))
+    # The Performance tab shows the same, with intervals, once the store changed.
+    page.get_by_role("tab", name="Performance").click()
+    page.get_by_label("all").check()
+    page.wait_for_function(f"(document.querySelector('#performance-summary') || {{}}).innerText?.includes("
+                           f"'{len(pairs)} labelled')", timeout=30_000)  # fmt: skip
+    table = page.inner_text("#performance-table")
+    assert "overall" in table and f"{overall['study_kappa']:.3f} [" in table
+    page.wait_for_selector("#performance-reliability img")
+    page.screenshot(path=str(ARTIFACTS / "performance.png"), full_page=True)
+
+
 def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+    store = WorklistStore(filled)
+    truth = {}
+    for n, row in enumerate(r for r in store.worklist(limit=100)[0] if r["status"] in ("analysed", "delivered")):
+        label = int(n % 3 != 0)
+        SiteLabels(store).record(label, "import", "site.csv", study_uid=row["study_uid"])
+        truth[row["study_uid"]] = (label, row["abnormal_prob"], int(row["is_abnormal"]))
     with running_app(subprocess.DEVNULL, None, "--worklist-db", filled) as (app, _):
         client = _client(app)
         rows = client.predict("", "", 100, 0, api_name="/worklist")
@@ -151,9 +208,20 @@ def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
                 client.predict(rows[1]["study_uid"], *bad, "", api_name="/record_read")
         with pytest.raises(Exception, match="no study"):
             client.predict("2.25.404", "normal", "", "", api_name="/record_read")
-        # On loopback without a login the worklist is an MCP tool beside the two analyses, and nothing else is.
+        # The site's performance: what scikit-learn gives on the same pairs (the API's read above is one more label).
+        truth[rows[0]["study_uid"]] = (1, *truth[rows[0]["study_uid"]][1:])  # the reader's read supersedes
+        labels, probs, preds = zip(*truth.values())
+        performance = client.predict("", "", "any", api_name="/performance")
+        overall = performance["overall"]
+        assert overall["n_studies"] == len(truth)
+        assert overall["study_kappa"] == pytest.approx(cohen_kappa_score(labels, preds))
+        assert overall["study_auroc"] == pytest.approx(roc_auc_score(labels, probs)) and overall["study_auroc_ci95"]
+        assert performance["drift"]["status"] in ("checked", "too few studies")  # the demo carries a reference
+        with pytest.raises(Exception, match="source must be"):
+            client.predict("", "", "gossip", api_name="/performance")
+        # On loopback without a login the worklist and the site's figures are MCP tools beside the two analyses.
         tools = httpx.get(f"{app}gradio_api/mcp/schema", timeout=10).json()
-        assert sorted(tool["name"] for tool in tools) == ["predict", "predict_study", "worklist"]
+        assert sorted(tool["name"] for tool in tools) == ["performance", "predict", "predict_study", "worklist"]
 
 
 def _refused(*args: str, env: dict | None = None) -> str:
@@ -170,7 +238,8 @@ def test_off_loopback_the_worklist_needs_a_login_and_https_and_a_node_needs_a_wo
     err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env={"MURA_MT_AUTH": "a:b"})
     assert "needs HTTPS" in err and "--ssl-certfile" in err and "--behind-https-proxy" in err
     assert "together" in _refused("--ssl-certfile", "cert.pem", env=env)
-    assert "--dicom-port needs --worklist-db" in _refused("--dicom-port", "11112", env=env)
+    assert "--dicom-port and --hl7-port need --worklist-db" in _refused("--dicom-port", "11112", env=env)
+    assert "--dicom-port and --hl7-port need --worklist-db" in _refused("--hl7-port", "2575", env=env)
     err = _refused("--worklist-db", str(tmp_path / "w.sqlite"), "--dicom-port", "11112", env=env)
     assert "somewhere to send its answers" in err
 

@@ -52,13 +52,14 @@ class Deliverer(PassLoop):
 
     def __init__(self, store: WorklistStore, calling_ae_title: str, return_to: Destination | None,
                  dicomweb_url: str | None = None, poll: float = 0.5, timeout: float = 30.0,
-                 tls: TlsFiles | None = None, audit: AuditLog | None = None):  # fmt: skip
+                 tls: TlsFiles | None = None, audit: AuditLog | None = None, metrics=None):  # fmt: skip
+        """``metrics``: a ``monitoring.SiteMetrics`` that times last instance to delivered."""
         super().__init__()
         self.store, self.calling_ae_title = store, calling_ae_title
         self.return_to, self.dicomweb_url = return_to, dicomweb_url
         self.poll, self.timeout = poll, timeout
         self.tls = tls
-        self.audit = audit
+        self.audit, self.metrics = audit, metrics
         # built once, reused by every batch: loading the certificate chain and the CA is not per-delivery work
         self._tls_context = tls.client_context() if tls else None
         self._http = self._session() if dicomweb_url else None
@@ -107,8 +108,7 @@ class Deliverer(PassLoop):
                 status = association.send_c_store(datasets[item["id"]])
                 code = int(status.Status) if "Status" in status else None
                 if code in (0x0000, 0xB000, 0xB006, 0xB007):  # success, or success with warnings
-                    self.store.mark_delivered(item["id"])
-                    self._sent(item, f"{there.ae_title}@{there.host}:{there.port}")
+                    self._sent(item, f"{there.ae_title}@{there.host}:{there.port}", self.store.mark_delivered(item["id"]))
                     sent += 1
                 else:
                     self._fail([item], f"C-STORE status {code}", now)
@@ -143,11 +143,12 @@ class Deliverer(PassLoop):
             except Exception as err:  # requests' and the client's errors alike: retried later
                 self._fail([item], f"STOW-RS: {type(err).__name__}: {str(err)[:200]}", now)
                 continue
-            self.store.mark_delivered(item["id"])
-            self._sent(item, self.dicomweb_url)
+            self._sent(item, self.dicomweb_url, self.store.mark_delivered(item["id"]))
             sent += 1
         return sent
 
-    def _sent(self, item: dict, where: str) -> None:
+    def _sent(self, item: dict, where: str, last_instance: float | None) -> None:
+        if last_instance is not None and self.metrics is not None:
+            self.metrics.delivered_seconds.observe(max(0.0, time.time() - last_instance))
         if self.audit is not None:
             self.audit.record("answer sent", self.calling_ae_title, where, item["study_uid"], item["destination"])

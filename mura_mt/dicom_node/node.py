@@ -14,11 +14,13 @@ from pathlib import Path
 from mura_mt.audit import AuditLog, default_audit_path
 from mura_mt.dicom_node.delivery import Deliverer, Destination
 from mura_mt.dicom_node.hl7_listener import listener_from_args
+from mura_mt.dicom_node.monitoring import DriftMonitor, SiteMetrics
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, parse_allow
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.studies import StudyWorker
 from mura_mt.dicom_node.tls import TlsFiles, add_tls_options
+from mura_mt.evaluation.drift import load_reference
 
 logger = logging.getLogger(__name__)
 
@@ -90,18 +92,20 @@ class DicomNode:
     """Receiver, study worker, deliverer and retention sweep; ``start`` and ``stop`` them together."""
 
     def __init__(self, options: NodeOptions, store: WorklistStore, predictor, model: ModelIdentity,
-                 audit: AuditLog | None = None):  # fmt: skip
-        """``audit``: the trail to write (the app shares its own); by default the options' file."""
+                 audit: AuditLog | None = None, metrics=None):  # fmt: skip
+        """``audit``: the trail to write (the app shares its own); by default the options' file. ``metrics``: a
+        ``monitoring.SiteMetrics`` that times the analyses and deliveries."""
         self.options, self.store = options, store
         o = options
         self.audit = audit or AuditLog(o.audit_log or o.store_dir / "audit.jsonl")
         budget = int(o.max_store_gb * 2**30) if o.max_store_gb else None
         settings = NodeSettings(o.ae_title, o.port, o.host, o.allow, budget, o.max_associations)
         self.receiver = StorageNode(settings, store, o.store_dir / "received", tls=o.tls, audit=self.audit)
-        self.deliverer = Deliverer(store, o.ae_title, o.return_to, o.dicomweb, tls=o.tls, audit=self.audit)
+        self.deliverer = Deliverer(store, o.ae_title, o.return_to, o.dicomweb, tls=o.tls, audit=self.audit,
+                                   metrics=metrics)  # fmt: skip
         self.worker = StudyWorker(
             store, predictor, model, o.store_dir / "outbox", self.deliverer.destinations(), o.quiet_seconds,
-            on_answer=self.deliverer.wake,
+            on_answer=self.deliverer.wake, metrics=metrics,
         )  # fmt: skip
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -139,20 +143,41 @@ class DicomNode:
                 logger.info(f"deleted the received images of {removed} delivered studies (--retain-hours)")
 
 
-def start_site(args, node_options: NodeOptions | None, predictor, checkpoint) -> tuple:
-    """The app's site services, started: (store, audit, [node and/or HL7 listener]) for --worklist-db, --dicom-port
-    and --hl7-port; (None, None, []) without --worklist-db. ValueError, ConnectionError or RuntimeError say why not."""
-    if not args.worklist_db:
-        return None, None, []
-    store = WorklistStore(args.worklist_db, node=args.dicom_ae_title)
-    audit = AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
+@dataclass
+class Site:
+    """What a process that serves a worklist runs beside it: the store, the audit trail, the drift monitor, the
+    metrics, and the services started (the node, the HL7 listener, the metrics server) to ``stop``."""
+
+    store: WorklistStore
+    audit: AuditLog
+    drift: DriftMonitor
+    metrics: SiteMetrics
+    services: list
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.stop()
+
+
+def start_site(args, node_options: NodeOptions | None, predictor, checkpoint, audit: AuditLog | None = None,
+               store: WorklistStore | None = None) -> Site:  # fmt: skip
+    """Start what the options ask for around the worklist ``args.worklist_db``: the node (``node_options``), the
+    HL7 listener (--hl7-port) and /metrics (--metrics-port). ValueError, ConnectionError or RuntimeError say why
+    not."""
+    store = store or WorklistStore(args.worklist_db, node=node_options.ae_title if node_options else "app")
+    audit = audit or AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
+    drift = DriftMonitor(store, load_reference(checkpoint if Path(str(checkpoint)).is_dir() else None))
+    metrics = SiteMetrics(store, drift)
     services: list = []
     if node_options is not None:
         services.append(DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, node_options.ae_title),
-                                  audit))  # fmt: skip
-    hl7 = listener_from_args(args, store, audit)
+                                  audit, metrics))  # fmt: skip
+    hl7 = listener_from_args(args, store, audit, metrics.hl7_message)
     if hl7 is not None:
         services.append(hl7)
     for service in services:
         service.start()
-    return store, audit, services
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, args.metrics_host, args.metrics_public)
+        services.append(metrics)
+    return Site(store, audit, drift, metrics, services)

@@ -310,20 +310,24 @@ class WorklistStore:
             (self.node, now),
         )
 
-    def mark_delivered(self, delivery_id: int) -> None:
-        """One object arrived; when a study has nothing left to send, the study is "delivered"."""
+    def mark_delivered(self, delivery_id: int) -> float | None:
+        """One object arrived; when a study has nothing left to send, the study is "delivered" and its last
+        instance's time is returned (the metrics' last-instance-to-delivered), else None."""
         with self.db.transaction() as tx:
             study_uid = tx.value("SELECT study_uid FROM deliveries WHERE id = ?", (delivery_id,))
             tx.lock_study(study_uid)
             tx.execute("UPDATE deliveries SET state = 'delivered', last_error = NULL WHERE id = ?", (delivery_id,))
             left = tx.value("SELECT COUNT(*) FROM deliveries WHERE study_uid = ? AND state = 'pending'", (study_uid,))
             if left == 0:
-                tx.execute(
+                done = tx.execute(
                     "UPDATE studies SET rev = rev + 1, status = 'delivered', delivery = 'delivered' "
                     "WHERE study_uid = ? "
                     "AND status = 'analysed'",
                     (study_uid,),
-                )
+                ).rowcount
+                if done:
+                    return float(tx.value("SELECT last_instance FROM studies WHERE study_uid = ?", (study_uid,)))
+        return None
 
     def mark_failed_attempt(self, delivery_id: int, error: str, next_try: float) -> None:
         with self.db.transaction() as tx:

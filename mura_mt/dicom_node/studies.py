@@ -57,8 +57,9 @@ class StudyWorker(PassLoop):
 
     def __init__(self, store: WorklistStore, predictor, model: ModelIdentity, outbox: str | Path,
                  destinations: list[str], quiet_seconds: float = 10.0, poll: float = 0.1,
-                 on_answer=None):  # fmt: skip
+                 on_answer=None, metrics=None):  # fmt: skip
         super().__init__()
+        self.metrics = metrics  # a monitoring.SiteMetrics that times each analysis
         self.store, self.predictor, self.model = store, predictor, model
         self.on_answer = on_answer  # called after an answer is queued (the deliverer wakes instead of polling)
         self.outbox = Path(outbox)
@@ -99,7 +100,10 @@ class StudyWorker(PassLoop):
             if not self.store.claim(study["study_uid"], study["last_instance"]):
                 continue
             try:
+                started = time.monotonic()
                 self.answer(study)
+                if self.metrics is not None:
+                    self.metrics.analysis_seconds.observe(time.monotonic() - started)
             except Exception as err:  # this study is marked failed, with why; the others go on
                 logger.exception("a study could not be answered")
                 self.store.record_outcome(

@@ -23,6 +23,7 @@ from mura_mt.config import Config, config_to_dict
 from mura_mt.data.prepare import SplitData
 from mura_mt.inference.decision import decide
 from mura_mt.labels import BODY_PARTS, PART_TO_IDX
+from mura_mt.evaluation.drift import reference_from_predictor, write_reference
 from mura_mt.evaluation.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet
 from mura_mt.inference.ood import OodFeatures, fit_out_of_distribution
@@ -83,7 +84,13 @@ def export_best(
         "git_sha": git_sha(),
         "intended_use": "Research and education. Not a medical device; not for diagnosis.",
     }
-    return export(Path(cfg.output_dir) / "best", model, meta, extra_tensors=ood.to_tensors())
+    out = export(Path(cfg.output_dir) / "best", model, meta, extra_tensors=ood.to_tensors())
+    # The drift monitor's reference: the val studies answered by the exported checkpoint, as a node answers them.
+    from mura_mt.inference.predictor import Predictor
+
+    write_reference(out, reference_from_predictor(Predictor.from_pretrained(out, precision="fp32"), table,
+                                                  progress=False))  # fmt: skip
+    return out
 
 
 def git_sha() -> str | None:

@@ -19,6 +19,7 @@ from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.labels import BODY_PARTS
+from mura_mt.web.performance_tab import drift_banner
 from mura_mt.web.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
 
 REFRESH_S = 3.0
@@ -54,10 +55,11 @@ table.worklist tr.selected { outline: 2px solid var(--color-accent); outline-off
 
 
 def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: float = REFRESH_S,
-                 page_size: int = PAGE_SIZE, audit: AuditLog | None = None) -> None:  # fmt: skip
+                 page_size: int = PAGE_SIZE, audit: AuditLog | None = None, drift_monitor=None) -> None:  # fmt: skip
     """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside ``demo``. With ``audit``,
     what a person asks for is recorded under their login before it is shown: the list (opened, a page turned, the
-    API), a study opened, a study marked (un)read. The automatic refreshes of an open page are not."""
+    API), a study opened, a study marked (un)read. The automatic refreshes of an open page are not. A drift alarm of
+    ``drift_monitor`` (``dicom_node.monitoring.DriftMonitor``) is shown above the list."""
     views = StudyViews(store, predictor)
     labels = SiteLabels(store)
 
@@ -75,6 +77,8 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         first = page * page_size + 1 if rows else 0
         summary = (f"**{total} studies**, most urgent first; showing {first}-{page * page_size + len(rows)}. "
                    f"Abnormal, then warnings, then in progress, normal, not analysed; read studies last.")  # fmt: skip
+        if drift_monitor is not None and (drift := drift_monitor.check())["alarm"]:
+            summary = f"{drift_banner(drift)} See the Performance tab.\n\n{summary}"
         return table_html(rows, selected), summary, page
 
     def refresh(page: int, seen, selected: str | None = None, force: bool = False):
@@ -201,6 +205,16 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         with gr.Accordion("Answer (JSON)", open=False):
             answer = gr.JSON(elem_id="worklist-answer", label="answer")
         timer = gr.Timer(refresh_s)
+        with gr.Column(visible=False):  # API-only (inside the tab: a hidden block directly under Tabs breaks them)
+            uid_in, label_in, part_in, note_in = gr.Textbox(), gr.Textbox(), gr.Textbox(value=""), gr.Textbox(value="")
+            read_out = gr.JSON(label="read")
+            # callable by gradio_client (behind the login), never an MCP tool: an agent must not write ground truth
+            gr.Button().click(record_read, [uid_in, label_in, part_in, note_in], read_out, api_name="record_read",
+                              api_visibility="undocumented")  # fmt: skip
+            status_in, since_in = gr.Textbox(value=""), gr.Textbox(value="")
+            limit_in, offset_in = gr.Number(value=PAGE_SIZE, precision=0), gr.Number(value=0, precision=0)
+            rows_out = gr.JSON(label="rows")
+            gr.Button().click(worklist, [status_in, since_in, limit_in, offset_in], rows_out, api_name="worklist")
 
     listing = [grid, summary, page, seen]
     quiet = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
@@ -213,16 +227,6 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
     read.click(toggle_read, [selected, page], [*listing, read], api_visibility="private")
     for button, label in ((read_abnormal, "abnormal"), (read_normal, "normal")):
         button.click(read_from_page(label), [selected, read_part, read_note], verdict, api_visibility="private")
-    with gr.Column(visible=False):  # API-only
-        uid_in, label_in, part_in, note_in = gr.Textbox(), gr.Textbox(), gr.Textbox(value=""), gr.Textbox(value="")
-        read_out = gr.JSON(label="read")
-        # callable by gradio_client (behind the login), never an MCP tool: an agent must not write ground truth
-        gr.Button().click(record_read, [uid_in, label_in, part_in, note_in], read_out, api_name="record_read",
-                          api_visibility="undocumented")  # fmt: skip
-        status_in, since_in = gr.Textbox(value=""), gr.Textbox(value="")
-        limit_in, offset_in = gr.Number(value=PAGE_SIZE, precision=0), gr.Number(value=0, precision=0)
-        rows_out = gr.JSON(label="rows")
-        gr.Button().click(worklist, [status_in, since_in, limit_in, offset_in], rows_out, api_name="worklist")
 
 
 def _read_button(study: dict):

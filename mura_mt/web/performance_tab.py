@@ -1,0 +1,126 @@
+"""The Performance tab and the ``/performance`` API: the site's own accuracy, from the labels that came back, as
+``scripts/site_report.py`` computes it (``SiteLabels.evidence``: the same metrics and bootstrap as ``evaluate.py``),
+over a window the user picks, with the drift monitor's alarms on top. It refreshes when the store changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+
+import gradio as gr
+
+from mura_mt.dicom_node.database import StoreUnavailable
+from mura_mt.dicom_node.labels import LabelError, SiteLabels
+from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.evaluation.site import MIN_STUDIES, TOO_FEW
+from mura_mt.web.worklist import parse_since
+
+WINDOWS = {"last 7 days": 7, "last 30 days": 30, "last 90 days": 90, "all": None}
+SOURCES = ("any", "reader", "ris", "import")
+RESAMPLES = 1000  # a page's intervals: enough for two decimals, fast enough to redo on every change
+REFRESH_S = 5.0
+TABLE_CSS = """
+table.metrics { border-collapse: collapse; font-size: var(--text-sm); }
+table.metrics th, table.metrics td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary);
+                                     text-align: right; white-space: nowrap; }
+table.metrics td:first-child, table.metrics th:first-child { text-align: left; }
+"""
+
+
+def site_performance(labels: SiteLabels, since: float | None, until: float | None, source: str, drift_monitor=None,
+                resamples: int = RESAMPLES) -> dict:  # fmt: skip
+    """The ``metrics.json`` dict of the window (``overall`` and one block per body part, coverage, agreement) plus
+    ``drift`` (each statistic, its p-value and whether it alarms; ``{"status": "no reference"}`` when the
+    checkpoint has none to compare with)."""
+    metrics, _ = labels.evidence(since, until, source, resamples)
+    metrics["drift"] = drift_monitor.check() if drift_monitor is not None else {"status": "not monitored"}
+    return metrics
+
+
+def drift_banner(drift: dict) -> str:
+    """A line for the top of a tab: the alarms, or that there are none, or why drift is not watched."""
+    if drift.get("status") != "checked":
+        return f"Drift: {drift.get('detail') or drift.get('status')}."
+    alarms = [test for test in drift["tests"] if test["alarm"]]
+    if not alarms:
+        return f"Drift: no alarm over the last {drift['window']['studies']} studies."
+    named = "; ".join(f"{t['name']} ({t['statistic_name']} {t['statistic']:.3g}, p = {t['p_value']:.2g})" for t in alarms)
+    return f"⚠️ **Drift alarm** over the last {drift['window']['studies']} studies: {named}."
+
+
+def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, refresh_s: float = REFRESH_S) -> None:
+    """Build the tab (inside ``gr.Tabs``) and the ``/performance`` endpoint inside ``demo``."""
+    from mura_mt.evaluation.report import html_table
+    from mura_mt.evaluation.site_report import HEADER, metric_rows, reliability_figure
+
+    labels = SiteLabels(store)
+
+    def performance(since: str = "", until: str = "", source: str = "any") -> dict:
+        """The site's own accuracy, from the labels that came back (the reader's reads, the RIS's reports,
+        imported files), with 95% bootstrap intervals, and the drift monitor's statistics. No patient data.
+
+        Args:
+            since: "" for all, or studies received at or after this ISO 8601 time (UTC unless it says) or unix time.
+            until: "" for now, or studies received before this time.
+            source: "any", "reader", "ris" or "import": whose labels count.
+
+        Returns:
+            metrics: overall and one block per body part (study_kappa, study_auroc, sensitivity, specificity,
+                accuracy, each with _ci95, n_studies, n_positive and judgement: "too few to judge" below 20
+                labelled studies), coverage, agreement, window, bootstrap and drift.
+        """
+        try:
+            return site_performance(labels, parse_since(since), parse_since(until), source, drift_monitor)
+        except (ValueError, LabelError, StoreUnavailable) as err:
+            raise gr.Error(str(err)) from None
+
+    def render(window: str, source: str, seen, force: bool = True):
+        try:
+            version = store.version()
+            if version == seen and not force:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            days = WINDOWS.get(window)
+            since = time.time() - days * 86400 if days else None
+            metrics, studies = labels.evidence(since, None, source, RESAMPLES)
+        except (StoreUnavailable, LabelError) as err:
+            return gr.skip(), f"⚠️ **{html.escape(str(err))}**", gr.skip(), gr.skip(), seen
+        drift = drift_monitor.check() if drift_monitor is not None else {"status": "not monitored"}
+        coverage, agreement = metrics["coverage"], metrics["agreement"]
+        share = f" ({coverage['share']:.0%})" if coverage["share"] is not None else ""
+        summary = (
+            f"**{coverage['labelled']} labelled** of {coverage['answered']} answered studies{share}, {window}; "
+            f"the model and the label agree on {agreement['agree']}, disagree on {agreement['disagree']}. "
+            f"Brackets: 95% bootstrap intervals; a group under {MIN_STUDIES} labelled studies is \"{TOO_FEW}\"."
+        )
+        table = html_table(HEADER, metric_rows(metrics))
+        picture = ""
+        if len(studies):
+            png = reliability_figure(studies).png
+            picture = f'<img alt="reliability" style="max-width:420px" src="data:image/png;base64,' \
+                      f'{base64.b64encode(png).decode()}">'  # fmt: skip
+        return drift_banner(drift), summary, table, picture, version
+
+    with gr.Tab("Performance", id="performance", elem_id="performance-tab"):
+        alarm = gr.Markdown(elem_id="performance-drift")
+        with gr.Row():
+            window = gr.Radio(list(WINDOWS), value="last 30 days", label="window (by arrival)")
+            source = gr.Dropdown(list(SOURCES), value="any", label="labels from")
+        summary = gr.Markdown(elem_id="performance-summary")
+        table = gr.HTML(elem_id="performance-table", css_template=TABLE_CSS)
+        reliability = gr.HTML(elem_id="performance-reliability")
+        seen = gr.State(None)
+        timer = gr.Timer(refresh_s)
+        with gr.Column(visible=False):  # API-only (inside the tab: a hidden block directly under Tabs breaks them)
+            since_in, until_in, source_in = gr.Textbox(value=""), gr.Textbox(value=""), gr.Textbox(value="any")
+            out = gr.JSON(label="performance")
+            api_button = gr.Button()
+
+    outputs = [alarm, summary, table, reliability, seen]
+    quiet = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
+    demo.load(render, [window, source, seen], outputs, **quiet)
+    timer.tick(lambda w, s, v: render(w, s, v, force=False), [window, source, seen], outputs, **quiet)
+    window.change(render, [window, source, seen], outputs, **quiet)
+    source.change(render, [window, source, seen], outputs, **quiet)
+    api_button.click(performance, [since_in, until_in, source_in], out, api_name="performance")
