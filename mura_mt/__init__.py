@@ -24,10 +24,13 @@ __all__ = [
     "StudyPrediction",
     "load_config",
     "load_radiograph",
+    "rule_in_threshold",
+    "rule_out_threshold",
 ]
 
 if TYPE_CHECKING:
     from mura_mt.imaging.io import InvalidImageError, load_radiograph
+    from mura_mt.inference.operating_points import rule_in_threshold, rule_out_threshold
     from mura_mt.inference.predictor import Prediction, Predictor, StudyPrediction
     from mura_mt.model import MultiTaskNet
 
@@ -39,6 +42,8 @@ _LAZY = {
     "StudyPrediction": "mura_mt.inference.predictor",
     "load_radiograph": "mura_mt.imaging.io",
     "InvalidImageError": "mura_mt.imaging.io",
+    "rule_out_threshold": "mura_mt.inference.operating_points",
+    "rule_in_threshold": "mura_mt.inference.operating_points",
 }
 
 

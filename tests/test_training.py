@@ -35,6 +35,13 @@ def test_run_leaves_best_metrics_and_log(trained_run):
     assert set(config["calibration"]) == {"elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist"}
     assert {"predicted_gate", "true_gate", "part_accuracy"} <= set(config["metrics"])
     assert config["command"] and config["preprocessing"]["image_size"] == 64
+    # Operating points are fitted at export; a smoke run's few val studies carry no guarantee, and say so.
+    points = config["operating_points"]["parts"]
+    assert points and all(p["rule_out"] is None and "no rule-out" in p["why"] for p in points.values())
+    assert len(config["operating_points"]["split_sha256"]) == 64
+    # The drift monitor's reference: the val studies as the exported checkpoint answers them.
+    reference = json.loads((trained_run / "best/drift_reference.json").read_text())
+    assert reference["studies"] == sum(reference["part_mix"].values()) > 0
 
 
 def test_export_loads_back_with_identical_outputs(trained_run):

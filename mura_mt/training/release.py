@@ -18,12 +18,14 @@ import numpy as np
 import torch
 
 from mura_mt.inference.calibration import Calibration
+from mura_mt.inference.operating_points import fit_operating_points
 from mura_mt.inference.checkpoint import export
 from mura_mt.config import Config, config_to_dict
 from mura_mt.data.prepare import SplitData
 from mura_mt.inference.decision import decide
 from mura_mt.labels import BODY_PARTS, PART_TO_IDX
 from mura_mt.evaluation.drift import reference_from_predictor, write_reference
+from mura_mt.evaluation.evaluate import split_fingerprint
 from mura_mt.evaluation.metrics import compute_metrics
 from mura_mt.model import MultiTaskNet
 from mura_mt.inference.ood import OodFeatures, fit_out_of_distribution
@@ -51,8 +53,13 @@ def export_best(
         else Calibration()
     )
     part_probs = torch.softmax(torch.from_numpy(part_logits).float(), dim=1).numpy()
-    shipped, _ = compute_metrics(table, part_probs, anomaly_logits, calibration)
+    shipped, val_studies = compute_metrics(table, part_probs, anomaly_logits, calibration)  # the served gate
     raw, _ = compute_metrics(table, part_probs, anomaly_logits, Calibration())
+    operating_points = {
+        "method": "Learn-then-Test (mura_mt.inference.operating_points), fitted on val studies by true body part",
+        "split_sha256": split_fingerprint(table),
+        "parts": fit_operating_points(val_studies["body_part"], val_studies["prob"], val_studies["label"]),
+    }
     ood = fit_out_of_distribution(
         features, table["study_id"].to_numpy(), cfg.train.ood_false_alarm_rate, max_bank=cfg.train.ood_bank_size
     )
@@ -60,6 +67,7 @@ def export_best(
         "model": config_to_dict(cfg)["model"],
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std)},
         "calibration": calibration.to_dict(),
+        "operating_points": operating_points,
         "ood": {
             "score": "max(k-NN distance of normalised pooled features, Mahalanobis distance of early-stage "
             "statistics) over their thresholds; above 1 warns",
