@@ -223,6 +223,11 @@ def _allowed(allow: tuple[str, ...], app: str, host: str) -> bool:
     return False
 
 
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True  # a restarted node binds its port again at once
+    daemon_threads = True
+
+
 class Hl7Listener:
     """A threaded MLLP server recording the RIS's labels in ``labels``' store; ``start`` / ``stop``."""
 
@@ -237,9 +242,7 @@ class Hl7Listener:
             def handle(self):
                 listener._serve(self.request, self.client_address[0])
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer((host, port), Handler, bind_and_activate=True)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), Handler)
         self.port = self.server.server_address[1]
         self._thread: threading.Thread | None = None
 

@@ -118,7 +118,8 @@ def write_report(
     return html_file, md_file
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (100 dpi), closed afterwards."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -143,7 +144,7 @@ def _confusion_figure(metrics: dict) -> Figure:
     ax.set_ylabel("true body part")
     ax.set_title(f"Body part, per image (accuracy {metrics['part_accuracy']:.3f})")
     caption = "Body-part confusion matrix (images; rows: true part, columns: the part head's choice)."
-    return Figure("confusion.png", caption, _png(fig))
+    return Figure("confusion.png", caption, png_bytes(fig))
 
 
 def roc_figure(studies: pd.DataFrame, blocks: dict) -> Figure:
@@ -173,7 +174,7 @@ def roc_figure(studies: pd.DataFrame, blocks: dict) -> Figure:
         "ROC curves per body part (studies, predicted gate); the dot is the decision the checkpoint makes "
         "(its calibration and per-part threshold)."
     )
-    return Figure("roc.png", caption, _png(fig))
+    return Figure("roc.png", caption, png_bytes(fig))
 
 
 def _calibration_section(studies: dict[str, pd.DataFrame]) -> tuple[list[tuple[str, float, float, int]], Figure]:
@@ -203,7 +204,7 @@ def _calibration_section(studies: dict[str, pd.DataFrame]) -> tuple[list[tuple[s
         "Reliability diagram before calibration (the raw head's sigmoid) and after (the checkpoint's Platt "
         "scaling: per part where val had enough studies, pooled otherwise); 10 equal-width bins."
     )
-    return rows, Figure("reliability.png", caption, _png(fig))
+    return rows, Figure("reliability.png", caption, png_bytes(fig))
 
 
 def _gallery(studies: pd.DataFrame, table: pd.DataFrame, predictor: Predictor, per_kind: int) -> list:

@@ -6,7 +6,6 @@ disagree with the node's own Grad-CAM pictures. Tables, figures and page style a
 from __future__ import annotations
 
 import html
-import io
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mura_mt.evaluation.report import (
     html_page,
     html_table,
     markdown_table,
+    png_bytes,
     roc_figure,
 )
 from mura_mt.evaluation.site import MIN_STUDIES, TOO_FEW, disagreements
@@ -66,16 +66,7 @@ def reliability_figure(studies: pd.DataFrame) -> Figure:
            ylim=(0, 1), title="Reliability at this site")  # fmt: skip
     ax.legend(loc="upper left", fontsize=8)
     caption = "Reliability of the answers the node gave (calibrated) against the site's labels; 10 equal-width bins."
-    return Figure("reliability.png", caption, _png(fig))
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return Figure("reliability.png", caption, png_bytes(fig))
 
 
 def write_site_report(out: Path, metrics: dict, studies: pd.DataFrame, source: str,
