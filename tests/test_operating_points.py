@@ -70,3 +70,37 @@ def test_too_few_abnormal_studies_give_no_rule_out_and_bad_input_is_named():
     assert [triage(p, 0.2, 0.8) for p in (0.1, 0.5, 0.9)] == ["likely normal", "uncertain", "likely abnormal"]
     assert triage(0.1, None, None) == "uncertain"
     assert mura_mt.rule_out_threshold is rule_out_threshold and mura_mt.rule_in_threshold is rule_in_threshold
+
+
+def test_every_answer_carries_the_triage_of_its_own_part_and_probability_and_the_verdict_says_what_it_promises(
+    synthetic_root,
+):
+    import dataclasses
+
+    from mura_mt.inference.operating_points import OperatingPoints
+    from mura_mt.inference.predictor import Predictor
+    from mura_mt.labels import BODY_PARTS
+    from mura_mt.web.upload_tab import verdict_markdown
+    from tests.conftest import REPO
+
+    predictor = Predictor.from_pretrained(REPO / "checkpoints/demo")
+    images = sorted((synthetic_root / "MURA-v1.1/valid").rglob("*.png"))[:6]
+    plain = predictor.predict_study(images)
+    assert plain.triage is None and all(v.triage is None for v in plain.views)  # the demo has no operating points
+    probs = sorted(v.abnormal_prob for v in plain.views)
+    fitted = {"rule_out": probs[1], "rule_in": probs[-1], "sensitivity": 0.98, "ppv": 0.9, "confidence": 0.95,
+              "n_studies": 300}  # fmt: skip
+    points = OperatingPoints({part: fitted for part in BODY_PARTS if part != "hand"})
+    predictor.serving = dataclasses.replace(predictor.serving, operating_points=points)
+    study = predictor.predict_study(images)
+    for answer in (study, *study.views):
+        expected = "uncertain" if answer.body_part == "hand" else points.triage(answer.body_part, answer.abnormal_prob)
+        assert answer.triage == expected
+    assert {v.triage for v in study.views if v.body_part != "hand"} >= {"likely normal", "likely abnormal"} or all(
+        v.body_part == "hand" for v in study.views
+    )
+    assert study.to_dict()["triage"] == study.triage
+    text = verdict_markdown(study, points)
+    assert f"Triage: **{study.triage}**" in text
+    if study.triage == "likely normal":
+        assert f"{probs[1]:.3f}" in text and "98%" in text

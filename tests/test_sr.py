@@ -2,6 +2,8 @@
 sparse headers), read back with highdicom alone, checked by dciodvfy. The round trip through Orthanc, with Pixelmed,
 is in test_dicom_roundtrip.py."""
 
+import dataclasses
+
 import pydicom
 import pytest
 
@@ -9,9 +11,11 @@ from mura_mt.data.synthetic_dicom import write_dicom_studies
 from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures
 from mura_mt.dicom_node.sr import read_report, structured_report
 from mura_mt.imaging.io import load_radiograph
+from mura_mt.inference.operating_points import OperatingPoints
 from mura_mt.inference.predictor import Predictor
+from mura_mt.labels import BODY_PARTS
 from tests.conftest import REPO
-from tests.validators import dciodvfy, errors
+from tests.validators import dciodvfy, errors, pixelmed_sr
 
 ABSENT = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID", "AccessionNumber", "Laterality",
           "ImagerPixelSpacing", "PatientOrientation", "ViewPosition", "BodyPartExamined")  # fmt: skip
@@ -28,7 +32,15 @@ def answered(synthetic_root, tmp_path_factory):
             if keyword in view:
                 delattr(view, keyword)
     grays = [load_radiograph(f) for f in files]
-    result = Predictor.from_pretrained(REPO / "checkpoints/demo").predict_study(grays, explain=True)
+    predictor = Predictor.from_pretrained(REPO / "checkpoints/demo")
+    # Operating points that put this study's probability between them, and each view's where it falls.
+    probe = predictor.predict_study(grays)
+    fitted = {"rule_out": probe.abnormal_prob - 1e-6, "rule_in": probe.abnormal_prob + 1e-6, "sensitivity": 0.9,
+              "ppv": 0.9, "confidence": 0.9, "n_studies": 40}  # fmt: skip
+    points = OperatingPoints({part: fitted for part in BODY_PARTS})
+    predictor.serving = dataclasses.replace(predictor.serving, operating_points=points)
+    result = predictor.predict_study(grays, explain=True)
+    assert result.triage == "uncertain"
     warnings = [*result.warnings, "The images are labelled hand (BodyPartExamined), but the model sees a wrist"]
     model = ModelIdentity.of(REPO / "checkpoints/demo", "MURAMT")
     captures = secondary_captures(views, grays, result, warnings, model)
@@ -58,6 +70,9 @@ def test_the_report_reads_back_with_highdicom_as_the_predictor_answered(answered
     assert [v["images"] for v in answer["views"]] == [[v.SOPInstanceUID] for v in views]
     assert [v["abnormal_prob"] for v in answer["views"]] == pytest.approx([v.abnormal_prob for v in result.views])
     assert {v["body_part"] for v in answer["views"]} == {result.body_part}
+    assert answer["triage"] == result.triage and [v["triage"] for v in answer["views"]] == [
+        v.triage for v in result.views
+    ]
     library = [item for item in report.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
     assert len(library) == 1  # the Image Library references every analysed view, spacing or not
 
@@ -69,10 +84,13 @@ def test_the_device_uid_changes_with_the_weights_and_only_then():
     assert pydicom.uid.UID(first.device_uid).is_valid
 
 
-def test_dciodvfy_finds_no_error_in_the_sr_or_the_secondary_captures(answered, tmp_path):
+def test_dciodvfy_and_pixelmed_find_no_error_in_the_sr_or_the_secondary_captures(answered, tmp_path):
+    """With the triage group (a private code) in every group: the round trip through Orthanc checks the rest."""
     _, _, _, captures, report = answered
     for n, made in enumerate([report, *captures]):
         path = tmp_path / f"{n}.dcm"
         made.save_as(path, enforce_file_format=True)
         found = dciodvfy(path)
         assert errors(found) == [], found
+    found = pixelmed_sr(tmp_path / "0.dcm")
+    assert errors(found) == [] and "Found Root Template TID_1500" in found, found

@@ -45,11 +45,12 @@ def view(study: str, modality: str = "CR", path: str = "/node/file.dcm", sop: st
 ANSWER = {"body_part": "wrist", "abnormal_prob": 0.5, "is_abnormal": False, "warnings": []}
 
 
-def answered(store: WorklistStore, study: str, at: float, prob: float, abnormal: bool, warnings=()) -> None:
+def answered(store: WorklistStore, study: str, at: float, prob: float, abnormal: bool, warnings=(),
+             triage=None) -> None:  # fmt: skip
     """A study received at ``at`` and answered."""
     store.add_instance(view(study, accession=f"A-{study}", patient_id="P", patient_name="Doe^Jane"), now=at)
     assert store.claim(study, at, now=at + 20)
-    answer = {**ANSWER, "abnormal_prob": prob, "is_abnormal": abnormal, "warnings": list(warnings)}
+    answer = {**ANSWER, "abnormal_prob": prob, "is_abnormal": abnormal, "warnings": list(warnings), "triage": triage}
     assert store.record_answer(study, at, answer, [("9.9", "/out/sc.dcm")], ["dimse"])
 
 
@@ -149,7 +150,11 @@ def test_the_worklist_order_groups_read_marks_and_paging(target):
     answered(store, "warn-old", at=12, prob=0.9, abnormal=True, warnings=["looks unlike the training images"])
     answered(store, "warn-new", at=13, prob=0.1, abnormal=False, warnings=["uncertain body part"])
     answered(store, "normal-old", at=14, prob=0.1, abnormal=False)
-    answered(store, "normal-new", at=15, prob=0.2, abnormal=False)
+    answered(store, "normal-new", at=15, prob=0.2, abnormal=False, triage="uncertain")
+    # "likely normal" reads after every other normal, however new; with a warning it stays among the warnings
+    answered(store, "likely-normal", at=19, prob=0.01, abnormal=False, triage="likely normal")
+    answered(store, "warn-likely", at=9, prob=0.01, abnormal=False, warnings=["uncertain body part"],
+             triage="likely normal")  # fmt: skip
     store.add_instance(view("arriving"), now=16)
     store.add_instance(view("ct", modality="CT"), now=17)
     assert store.claim("ct", 17, now=40)
@@ -157,10 +162,13 @@ def test_the_worklist_order_groups_read_marks_and_paging(target):
     store.add_instance(view("broken"), now=18)
     assert store.claim("broken", 18, now=40)
     assert store.record_outcome("broken", 18, "failed", "a view could not be read")
-    order = ["abn-high", "abn-low", "warn-new", "warn-old", "arriving", "normal-new", "normal-old", "broken", "ct"]
+    order = ["abn-high", "abn-low", "warn-new", "warn-old", "warn-likely", "arriving", "normal-new", "normal-old",
+             "likely-normal", "broken", "ct"]  # fmt: skip
     rows, total = store.worklist()
-    assert [r["study_uid"] for r in rows] == order and total == 9
-    assert [r["group"] for r in rows[:5]] == ["abnormal", "abnormal", "warning", "warning", "in progress"]
+    assert [r["study_uid"] for r in rows] == order and total == 11
+    assert [r["group"] for r in rows[:6]] == ["abnormal", "abnormal", "warning", "warning", "warning", "in progress"]
+    assert [r["group"] for r in rows[6:]] == ["normal", "normal", "likely normal", "not analysed", "not analysed"]
+    assert rows[8]["triage"] == "likely normal" and rows[6]["triage"] == "uncertain"
     assert rows[2]["warnings"] == ["uncertain body part"] and rows[0]["patient_name"] == "Doe^Jane"
 
     assert store.set_read("abn-high") and not store.set_read("no-such-study")
@@ -169,9 +177,10 @@ def test_the_worklist_order_groups_read_marks_and_paging(target):
     assert store.set_read("abn-high", False)
 
     page, total = store.worklist(limit=3, offset=3)
-    assert [r["study_uid"] for r in page] == order[3:6] and total == 9
+    assert [r["study_uid"] for r in page] == order[3:6] and total == 11
     assert [r["study_uid"] for r in store.worklist(status="failed")[0]] == ["broken"]
-    assert [r["study_uid"] for r in store.worklist(since=15)[0]] == ["arriving", "normal-new", "broken", "ct"]
+    since = ["arriving", "normal-new", "likely-normal", "broken", "ct"]
+    assert [r["study_uid"] for r in store.worklist(since=15)[0]] == since
     with pytest.raises(ValueError, match="status must be one of"):
         store.worklist(status="urgent")
 
@@ -199,6 +208,28 @@ def test_a_store_of_another_schema_is_refused_with_what_to_do(target):
         tx.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     with pytest.raises(SchemaMismatch, match="schema 1.*new store"):
         WorklistStore(target, node="A")
+
+
+def test_a_store_of_schema_2_is_upgraded_in_place_and_keeps_its_studies(target):
+    """A node updated to triage opens the store its last version wrote: the column and the new order are added."""
+    from mura_mt.dicom_node.database import Database
+    from mura_mt.dicom_node.store import SCHEMA
+
+    old = SCHEMA.replace("    triage TEXT,                               -- \"likely normal\", \"uncertain\", "
+                         "\"likely abnormal\" or NULL\n", "")  # fmt: skip
+    old = old.replace("WHEN triage = 'likely normal' THEN 4 ELSE 3 END", "ELSE 3 END")
+    assert "triage" not in old
+    legacy = Database(target)
+    legacy.create(old)
+    with legacy.transaction() as tx:
+        tx.execute("INSERT INTO meta VALUES ('schema', '2')")
+        tx.execute("INSERT INTO studies (study_uid, received, last_instance) VALUES ('kept', 1, 1)")
+    legacy.close()
+    store = WorklistStore(target, node="A")
+    answered(store, "new", at=5, prob=0.01, abnormal=False, triage="likely normal")
+    rows, total = store.worklist()
+    assert total == 2 and {r["study_uid"]: r["triage"] for r in rows} == {"new": "likely normal", "kept": None}
+    WorklistStore(target, node="B")  # opened again: nothing left to upgrade
 
 
 def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():

@@ -117,9 +117,9 @@ def _naive_first_page(store) -> list[dict]:
         answered = row["status"] in ("analysed", "delivered")
         warned = answered and json.loads(row["warnings"] or "[]")
         if answered:
-            group = 1 if warned else 0 if row["is_abnormal"] else 3
+            group = 1 if warned else 0 if row["is_abnormal"] else 4 if row["triage"] == "likely normal" else 3
         else:
-            group = 2 if row["status"] in ("receiving", "waiting") else 4
+            group = 2 if row["status"] in ("receiving", "waiting") else 5
         within = -row["abnormal_prob"] if group == 0 else -row["received"]
         return row["read"], group, within, row["study_uid"]
 

@@ -71,6 +71,11 @@ class Transaction:
             return None
         return next(iter(row.values())) if self._postgres else row[0]
 
+    def table_exists(self, name: str) -> bool:
+        if self._postgres:
+            return self.value("SELECT to_regclass(?) IS NOT NULL", (name,))
+        return self.value("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)) == 1
+
     def lock_study(self, study_uid: str) -> None:
         """Take a study's row lock first, so that every transaction touching a study locks in the same order (study,
         then its deliveries). SQLite's IMMEDIATE transaction already holds the whole database."""

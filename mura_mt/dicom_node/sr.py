@@ -5,7 +5,8 @@ One Measurement Group per analysed view and one for the study (tracking identifi
 tracking UID, its source image(s), the finding site (the body part as a SNOMED CT code), the algorithm (TID 4019:
 name, version, the weights' sha256 as a parameter), the abnormality probability as a NUM (Probability, DCM 122157)
 in [0, 1] with the UCUM unit ``{0:1}``, the decision threshold (Threshold Value, DCM 122411), the verdict as a
-qualitative evaluation of Normality (DCM 121402: SCT Abnormal or Normal) and each warning as a Comment a reader
+qualitative evaluation of Normality (DCM 121402: SCT Abnormal or Normal), the triage group where the checkpoint has
+operating points (a second qualitative evaluation in a private coding scheme), and each warning as a Comment a reader
 sees. The observer is the node as a device, whose UID changes with the weights; the Image Library references every
 analysed view. Validated by Pixelmed's DicomSRValidator and dciodvfy (tests/test_dicom_roundtrip.py).
 """
@@ -28,6 +29,11 @@ FINDING_SITES = {
     "wrist": "WristJoint",
 }
 PROJECTION_DESCRIPTORS = ("PatientOrientation", "ImagerPixelSpacing")
+# The triage group by the checkpoint's operating points has no code in DICOM or SNOMED CT: a private coding scheme
+# ("99" prefix, PS3.16 8.2), declared in the report's Coding Scheme Identification Sequence.
+PRIVATE_SCHEME = "99MURAMT"
+TRIAGE_CONCEPT = ("TRIAGE", "Triage group by operating points")
+TRIAGE_VALUES = {"likely normal": "LIKELYNORMAL", "uncertain": "UNCERTAIN", "likely abnormal": "LIKELYABNORMAL"}
 
 
 def _unit_interval():
@@ -51,11 +57,23 @@ def _group(identifier: str, views, body_part: str, prediction, warnings: list[st
             hd.sr.Measurement(codes.DCM.Probability, float(prediction.abnormal_prob), _unit_interval()),
             hd.sr.Measurement(codes.DCM.ThresholdValue, float(prediction.threshold), _unit_interval()),
         ],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict), *_triage(prediction)],
     )
     for warning in warnings:  # free text a reader sees beside the verdict
         group[0].ContentSequence.append(hd.sr.TextContentItem(codes.DCM.Comment, warning, relationship_type="CONTAINS"))
     return group
+
+
+def _triage(prediction) -> list:
+    """The triage group as a second qualitative evaluation; none when the checkpoint has no operating points."""
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+
+    if getattr(prediction, "triage", None) is None:
+        return []
+    name = Code(TRIAGE_CONCEPT[0], PRIVATE_SCHEME, TRIAGE_CONCEPT[1])
+    value = Code(TRIAGE_VALUES[prediction.triage], PRIVATE_SCHEME, prediction.triage)
+    return [hd.sr.QualitativeEvaluation(name, value)]
 
 
 def _library_entry(view):
@@ -75,6 +93,7 @@ def structured_report(views, result, warnings: list[str], model: ModelIdentity):
     A Comprehensive SR (88.33), not a Comprehensive 3D SR: the answer has no spatial coordinates, and Orthanc's Stone
     viewer reads TID 1500 only from 88.33 (both classes carry the same template)."""
     import highdicom as hd
+    import pydicom
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
@@ -111,12 +130,19 @@ def structured_report(views, result, warnings: list[str], model: ModelIdentity):
     if "SpecificCharacterSet" in views[0]:
         report.SpecificCharacterSet = views[0].SpecificCharacterSet
     report.SeriesDescription = SR_SERIES_DESCRIPTION
+    if result.triage is not None:
+        scheme = pydicom.Dataset()
+        scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+        scheme.CodingSchemeName = "mura-mt triage groups"
+        scheme.CodingSchemeResponsibleOrganization = OWN_MANUFACTURER
+        report.CodingSchemeIdentificationSequence = [*report.get("CodingSchemeIdentificationSequence", []), scheme]
     return report
 
 
 def read_report(report) -> dict:
     """The answer back out of a TID 1500 report (a dataset or a path), with highdicom's template classes: the
-    study's ``abnormal_prob``, ``threshold``, ``verdict`` ("abnormal" / "normal"), ``body_part``, ``warnings``,
+    study's ``abnormal_prob``, ``threshold``, ``verdict`` ("abnormal" / "normal"), ``triage`` (or None),
+    ``body_part``, ``warnings``,
     ``images`` (SOP Instance UIDs), the ``model``, ``weights_sha256`` and ``device_uid``, and ``views``: the same per
     view, in order."""
     import highdicom as hd
@@ -139,12 +165,16 @@ def _read_group(group) -> dict:
     def texts(name) -> list[str]:
         return [item.TextValue for item in group[0].ContentSequence if _code(item) == name.value]
 
+    from pydicom.sr.coding import Code
+
+    triage_name = Code(TRIAGE_CONCEPT[0], PRIVATE_SCHEME, TRIAGE_CONCEPT[1])
     parts = {getattr(codes.SCT, keyword).value: part for part, keyword in FINDING_SITES.items()}
     parameters = texts(codes.DCM.AlgorithmParameters)
     return {
         "abnormal_prob": measured(codes.DCM.Probability),
         "threshold": measured(codes.DCM.ThresholdValue),
         "verdict": group.get_qualitative_evaluations(name=codes.DCM.Normality)[0].value.meaning.lower(),
+        "triage": next((str(e.value.meaning) for e in group.get_qualitative_evaluations(name=triage_name)), None),
         "body_part": parts[group.finding_sites[0].value.value],
         "warnings": texts(codes.DCM.Comment),
         "images": [image.referenced_sop_instance_uid for image in group.source_images],

@@ -24,7 +24,7 @@ from mura_mt.dicom_node.database import Database
 
 STATUSES = ("receiving", "waiting", "analysed", "skipped", "failed", "delivered")
 CLAIM_LEASE_S = 600.0  # an analysis takes seconds; a claim this old belongs to a node that died
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS studies (
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS studies (
     body_part TEXT,
     abnormal_prob DOUBLE PRECISION,
     is_abnormal INTEGER,
+    triage TEXT,                               -- "likely normal", "uncertain", "likely abnormal" or NULL
     warnings TEXT,                             -- JSON list
     answer TEXT,                               -- JSON: the whole answer, each view's included
     delivery TEXT,
@@ -101,12 +102,18 @@ CREATE INDEX IF NOT EXISTS studies_worklist_order ON studies(read, (WORKLIST_GRO
 """
 # The worklist's order: the group a study falls in, then its place in the group (ascending; read studies last).
 ANSWERED = "status IN ('analysed', 'delivered')"
+# A normal verdict in the "likely normal" triage group (below the rule-out threshold) reads after the other normals.
 WORKLIST_GROUP = (
-    f"CASE WHEN {ANSWERED} THEN (CASE WHEN warnings != '[]' THEN 1 WHEN is_abnormal = 1 THEN 0 ELSE 3 END) "
-    "WHEN status IN ('receiving', 'waiting') THEN 2 ELSE 4 END"
+    f"CASE WHEN {ANSWERED} THEN (CASE WHEN warnings != '[]' THEN 1 WHEN is_abnormal = 1 THEN 0 "
+    "WHEN triage = 'likely normal' THEN 4 ELSE 3 END) "
+    "WHEN status IN ('receiving', 'waiting') THEN 2 ELSE 5 END"
 )
 WORKLIST_KEY = f"CASE WHEN {ANSWERED} AND warnings = '[]' AND is_abnormal = 1 THEN -abnormal_prob ELSE -received END"
-WORKLIST_GROUPS = ("abnormal", "warning", "in progress", "normal", "not analysed")
+WORKLIST_GROUPS = ("abnormal", "warning", "in progress", "normal", "likely normal", "not analysed")
+# Each earlier schema's way to the current one (the store is upgraded in place when it opens, in one transaction).
+MIGRATIONS = {
+    "2": ("ALTER TABLE studies ADD COLUMN triage TEXT", "DROP INDEX IF EXISTS studies_worklist_order"),
+}
 SCHEMA = SCHEMA.replace("WORKLIST_GROUP", WORKLIST_GROUP).replace("WORKLIST_KEY", WORKLIST_KEY)
 
 
@@ -139,6 +146,7 @@ class WorklistStore:
     def __init__(self, target: str | Path, node: str = "node"):
         self.db = Database(target)
         self.node = node
+        self._upgrade()
         self.db.create(SCHEMA)
         with self.db.transaction() as tx:
             tx.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING", (SCHEMA_VERSION,))
@@ -148,6 +156,20 @@ class WorklistStore:
                 f"the worklist store {self.db} has schema {found}, this mura-mt writes {SCHEMA_VERSION}; "
                 "give the node a new store"
             )
+
+    def _upgrade(self) -> None:
+        """Bring a store written by an earlier schema up to this one (``MIGRATIONS``); a new store has no meta yet."""
+        with self.db.transaction() as tx:
+            if self.db.postgres:
+                tx.execute("SELECT pg_advisory_xact_lock(7301)")  # two nodes starting together upgrade once
+            if not tx.table_exists("meta"):
+                return
+            found = tx.value("SELECT value FROM meta WHERE key = 'schema'")
+            if found not in MIGRATIONS:
+                return  # current, or unknown: the check after create says so
+            for statement in MIGRATIONS[found]:
+                tx.execute(statement)
+            tx.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def _rows(self, sql: str, params: tuple = ()) -> list[dict]:
         with self.db.transaction() as tx:
@@ -261,18 +283,18 @@ class WorklistStore:
 
     def record_answer(self, study_uid: str, last_instance: float, answer: dict, outputs: list[tuple[str, str]],
                       destinations: list[str]) -> bool:  # fmt: skip
-        """Store an analysed study's answer (body_part, abnormal_prob, is_abnormal, warnings, and the whole answer as
-        ``result``) and queue its objects (``outputs``: (sop_uid, path), already written)
+        """Store an analysed study's answer (body_part, abnormal_prob, is_abnormal, triage, warnings, the whole answer
+        as ``result``) and queue its objects (``outputs``: (sop_uid, path), already written)
         for every destination, in one transaction. False, and nothing stored, when a new instance arrived while
         the study was analysed (it will be analysed again with it) or the claim passed to another node. Older
         undelivered answers are superseded."""
         with self.db.transaction() as tx:
             changed = tx.execute(
                 "UPDATE studies SET rev = rev + 1, status = 'analysed', body_part = ?, abnormal_prob = ?, "
-                "is_abnormal = ?, "
+                "is_abnormal = ?, triage = ?, "
                 "warnings = ?, answer = ?, delivery = ?, detail = NULL WHERE study_uid = ? AND last_instance = ? "
                 "AND status = 'waiting' AND node = ?",
-                (answer["body_part"], answer["abnormal_prob"], int(answer["is_abnormal"]),
+                (answer["body_part"], answer["abnormal_prob"], int(answer["is_abnormal"]), answer.get("triage"),
                  json.dumps(answer["warnings"]), json.dumps(answer.get("result"), default=float),
                  "pending" if destinations else "nowhere to send", study_uid,
                  last_instance, self.node),
@@ -373,7 +395,8 @@ class WorklistStore:
                  since: float | None = None) -> tuple[list[dict], int]:  # fmt: skip
         """One page of the worklist in reading order, and how many studies match: abnormal without a warning (most
         probable first), then every answered study with a warning, then studies still arriving or being analysed,
-        then normal, then skipped and failed (each of the last four newest first); read studies after all unread.
+        then normal, then normal and "likely normal" by the operating points, then skipped and failed (each of the
+        last five newest first); read studies after all unread.
         ``status`` keeps one status; ``since`` keeps studies received at or after it (unix seconds)."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")

@@ -154,6 +154,7 @@ class StudyWorker(PassLoop):
             "body_part": result.body_part,
             "abnormal_prob": float(result.abnormal_prob),
             "is_abnormal": bool(result.is_abnormal),
+            "triage": result.triage,
             "warnings": warnings,
             "result": {**result.to_dict(), "warnings": warnings},
         }

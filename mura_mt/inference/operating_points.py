@@ -19,10 +19,13 @@ the same mix, the same model). Pure NumPy/SciPy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 
 RULE_IN_GRID = np.round(np.arange(0.50, 1.00, 0.05), 2)  # 10 points: a finer grid pays more Bonferroni
+TRIAGE = ("likely abnormal", "uncertain", "likely normal")
 
 
 def _checked(probs, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +89,38 @@ def triage(prob: float, rule_out: float | None, rule_in: float | None) -> str:
     if rule_out is not None and prob < rule_out:
         return "likely normal"
     return "uncertain"
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """A checkpoint's fitted operating points (config.json ``operating_points``), per body part; a part that has
+    none triages every study as "uncertain"."""
+
+    parts: dict[str, dict]
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> OperatingPoints | None:
+        """From config.json's ``operating_points`` (None, as for checkpoints exported before they existed: None)."""
+        if not config:
+            return None
+        return cls({part: dict(fitted) for part, fitted in config.get("parts", {}).items()})
+
+    def triage(self, part: str, prob: float) -> str:
+        fitted = self.parts.get(part, {})
+        return triage(prob, fitted.get("rule_out"), fitted.get("rule_in"))
+
+    def meaning(self, part: str, group: str) -> str:
+        """What the group promises for this part, in one sentence a reader can check against the checkpoint."""
+        fitted = self.parts.get(part, {})
+        if group == "likely normal":
+            return (f"below the {part} rule-out threshold {fitted['rule_out']:.3f}, which kept a sensitivity of at "
+                    f"least {fitted['sensitivity']:.0%} with {fitted['confidence']:.0%} confidence on "
+                    f"{fitted['n_studies']} calibration studies")  # fmt: skip
+        if group == "likely abnormal":
+            return (f"at or above the {part} rule-in threshold {fitted['rule_in']:.2f}, which kept a positive "
+                    f"predictive value of at least {fitted['ppv']:.0%} with {fitted['confidence']:.0%} confidence on "
+                    f"{fitted['n_studies']} calibration studies")  # fmt: skip
+        return fitted.get("why") or f"between the {part} rule-out and rule-in thresholds"
 
 
 def fit_operating_points(parts, probs, labels, sensitivity: float = 0.98, ppv: float = 0.90,

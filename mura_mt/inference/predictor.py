@@ -61,6 +61,9 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)  # the most serious first
     # How unlike the training images (``ood``): above 1 warns; None when the checkpoint has no such score.
     unlike_training: float | None = None
+    # "likely abnormal", "uncertain" or "likely normal" by the part's operating points (``operating_points``);
+    # None when the checkpoint has none.
+    triage: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the heatmap is left out)."""
@@ -216,6 +219,7 @@ class Predictor:
                     heatmap=None,
                     warnings=_most_serious_first(w for view in mine for w in view.warnings),
                     unlike_training=max(v.unlike_training for v in mine) if ood_scores is not None else None,
+                    triage=self._triage(BODY_PARTS[part_of_study[s]], float(decided.probs[s])),
                     views=mine,
                 )
             )
@@ -243,7 +247,12 @@ class Predictor:
             heatmap=heatmap,
             warnings=self._warnings(prepared.gray, part_probs, ood_scores, v, part, given),
             unlike_training=float(ood_scores[v]) if ood_scores is not None else None,
+            triage=self._triage(BODY_PARTS[part], view_prob),
         )
+
+    def _triage(self, part: str, prob: float) -> str | None:
+        points = self.serving.operating_points
+        return points.triage(part, prob) if points is not None else None
 
     def _warnings(
         self, gray: Image.Image, part_probs: np.ndarray, ood_scores, v: int, part: int, given: bool

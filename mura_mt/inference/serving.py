@@ -1,6 +1,6 @@
-"""What serving needs from a checkpoint, typed: preprocessing, calibration, warning settings, and the precision
-the model runs in. Read once from config.json (``ServingConfig.from_checkpoint``); the Predictor takes this,
-never a raw dict. No torch models here, no files.
+"""What serving needs from a checkpoint, typed: preprocessing, calibration, operating points, warning settings,
+and the precision the model runs in. Read once from config.json (``ServingConfig.from_checkpoint``); the Predictor
+takes this, never a raw dict. No torch models here, no files.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from mura_mt.inference.calibration import Calibration
 from mura_mt.hardware import cpu_has_native_bf16
 from mura_mt.imaging.preprocessing import Preprocessing
+from mura_mt.inference.operating_points import OperatingPoints
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -26,6 +27,7 @@ class ServingConfig:
     preprocessing: Preprocessing
     calibration: Calibration = field(default_factory=Calibration)
     low_part_confidence: float = 0.6
+    operating_points: OperatingPoints | None = None  # None: answers carry no triage
 
     @classmethod
     def from_checkpoint(cls, config: dict) -> ServingConfig:
@@ -35,6 +37,7 @@ class ServingConfig:
             preprocessing=Preprocessing(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"])),
             calibration=Calibration.from_dict(config["calibration"]),
             low_part_confidence=float(config.get("ood", {}).get("low_part_confidence", 0.6)),
+            operating_points=OperatingPoints.from_config(config.get("operating_points")),
         )
 
 

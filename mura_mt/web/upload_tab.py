@@ -19,6 +19,7 @@ import gradio as gr
 
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
 from mura_mt.inference.explain import overlay
+from mura_mt.inference.operating_points import OperatingPoints
 from mura_mt.inference.predictor import Predictor, StudyPrediction
 from mura_mt.labels import BODY_PARTS
 from mura_mt.web.pictures import PictureFiles
@@ -32,7 +33,9 @@ the predicted part or the part you chose picked the head. The Grad-CAM overlay s
 evidence: warm colours push towards *abnormal*. A study's probability is the mean over its views. Warnings stand
 above the verdict: an image unlike the training images (another body region, a CT or MR slice, a photo, or for the
 bundled demo any real radiograph) gets an answer that is not reliable; an uncertain body part means you should
-choose the part yourself."""
+choose the part yourself. A checkpoint with operating points also sorts the study: *likely normal* (below a threshold
+that kept the sensitivity at its target, with stated confidence, on the studies it was fitted on), *likely abnormal*
+or *uncertain*."""
 
 
 class UploadTab:
@@ -49,7 +52,7 @@ class UploadTab:
         self._analyse = on_gpu(
             lambda images, body_part, explain: predictor.predict_study(images, body_part, explain=explain), time_limit
         )
-        self.predict_study, self.predict = _endpoints(self._guarded, self.pictures)
+        self.predict_study, self.predict = _endpoints(self._guarded, self.pictures, predictor.serving.operating_points)
 
     def _guarded(self, images, body_part: str, explain: bool) -> StudyPrediction:
         # The request's context goes along: ZeroGPU reads the Gradio request from it to schedule a GPU.
@@ -143,7 +146,7 @@ class UploadTab:
             )
 
 
-def _endpoints(guarded, pictures: PictureFiles):
+def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoints | None):
     """/predict_study and /predict as closures over the guarded analysis: Gradio reads their names, signatures and
     docstrings (the MCP tools' descriptions)."""
 
@@ -162,7 +165,9 @@ def _endpoints(guarded, pictures: PictureFiles):
 
         Returns:
             study_result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
-                unlike_training (above 1: unlike the training images) and the same for each view.
+                unlike_training (above 1: unlike the training images), triage ("likely normal", "uncertain" or
+                "likely abnormal" by the checkpoint's operating points; null without them) and the same for each
+                view.
             views_and_gradcam_overlays: each view, then its overlay when explain is on.
             verdict: the verdict in words, warnings first.
             body_part_probabilities: the study's body-part probabilities.
@@ -177,7 +182,7 @@ def _endpoints(guarded, pictures: PictureFiles):
             if view.heatmap is not None:
                 shown = overlay(image, view.heatmap)
                 gallery.append((pictures.write(shown), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
-        return result.to_dict(), gallery, verdict_markdown(result), result.part_probs
+        return result.to_dict(), gallery, verdict_markdown(result, operating_points), result.part_probs
 
     def predict(file, body_part: str, explain: bool):
         """Screen ONE upper-extremity radiograph for musculoskeletal abnormality with a model trained on
@@ -192,8 +197,8 @@ def _endpoints(guarded, pictures: PictureFiles):
             explain: whether to compute the Grad-CAM overlay (slower).
 
         Returns:
-            result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings and
-                unlike_training (above 1: unlike the training images).
+            result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
+                unlike_training (above 1: unlike the training images) and triage (null without operating points).
             overlay: the Grad-CAM overlay as a PNG (the image itself when explain is off).
         """
         image = _load(_paths(file)[0])
@@ -221,9 +226,9 @@ def _load(path: str):
         raise gr.Error(f"{Path(path).name}: {err}") from None
 
 
-def verdict_markdown(result: StudyPrediction) -> str:
-    """The verdict in words. Warnings first: one that says the answer is not reliable must be read before the
-    answer."""
+def verdict_markdown(result: StudyPrediction, operating_points: OperatingPoints | None = None) -> str:
+    """The verdict in words, then the triage group and what it promises. Warnings first: one that says the answer
+    is not reliable must be read before the answer."""
     label = "ABNORMAL" if result.is_abnormal else "NORMAL"
     decided = "the predicted body part" if result.gated_by == "predicted" else "the body part you chose"
     lines = [f"> ⚠️ **{warning}**" for warning in result.warnings]
@@ -231,4 +236,6 @@ def verdict_markdown(result: StudyPrediction) -> str:
         f"## {label}: abnormality probability {result.abnormal_prob:.2f} (threshold {result.threshold:.2f})",
         f"Decided by the **{result.body_part}** head, picked by {decided}; {len(result.views)} view(s).",
     ]
+    if result.triage is not None and operating_points is not None:
+        lines.append(f"Triage: **{result.triage}**: {operating_points.meaning(result.body_part, result.triage)}.")
     return "\n\n".join(lines)

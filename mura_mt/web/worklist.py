@@ -23,7 +23,7 @@ from mura_mt.inference.explain import overlay
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
 
 API_KEYS = ("study_uid", "accession", "patient_id", "received", "views", "status", "body_part", "abnormal_prob",
-            "is_abnormal", "warnings", "read")  # fmt: skip
+            "is_abnormal", "triage", "warnings", "read")  # fmt: skip
 TABLE_HEADERS = ["Priority", "Received", "Accession", "Patient", "Body part", "P(abnormal)", "Verdict", "Warnings",
                  "Status", "Read"]  # fmt: skip
 NOT_ANSWERED = ("skipped", "failed")
@@ -79,6 +79,7 @@ def api_rows(store: WorklistStore, status: str | None = None, since=None, limit:
             "body_part": row["body_part"],
             "abnormal_prob": None if row["abnormal_prob"] is None else round(float(row["abnormal_prob"]), 4),
             "is_abnormal": None if row["is_abnormal"] is None else bool(row["is_abnormal"]),
+            "triage": row["triage"],
             "warnings": warnings_of(row),
             "read": bool(row["read"]),
         }
@@ -93,6 +94,8 @@ def table_html(rows: list[dict], selected: str | None = None) -> str:
     for row in rows:
         answered = row["abnormal_prob"] is not None and row["status"] not in NOT_ANSWERED
         verdict = ("ABNORMAL" if row["is_abnormal"] else "normal") if answered else ""
+        if answered and row.get("triage"):
+            verdict += f" · {row['triage']}"
         patient = " ".join(
             part for part in (str(row["patient_name"] or "").replace("^", " "), row["patient_id"]) if part
         )

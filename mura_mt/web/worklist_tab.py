@@ -48,6 +48,7 @@ table.worklist tr.g-abnormal td:first-child { border-left: 4px solid #d62728; fo
 table.worklist tr.g-warning td:first-child { border-left: 4px solid #ff7f0e; font-weight: 600; }
 table.worklist tr.g-in-progress td:first-child { border-left: 4px solid #1f77b4; }
 table.worklist tr.g-normal td:first-child { border-left: 4px solid #2ca02c; }
+table.worklist tr.g-likely-normal td:first-child { border-left: 4px solid #98df8a; }
 table.worklist tr.g-not-analysed td:first-child { border-left: 4px solid #7f7f7f; }
 table.worklist tr.read { opacity: 0.6; }
 table.worklist tr.selected { outline: 2px solid var(--color-accent); outline-offset: -2px; }
@@ -140,7 +141,8 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
 
         Returns:
             rows: one dict a study with study_uid, accession, patient_id, received (ISO 8601, UTC), views, status,
-                body_part, abnormal_prob, is_abnormal, warnings (for skipped and failed studies: why) and read.
+                body_part, abnormal_prob, is_abnormal, triage ("likely normal", "uncertain", "likely abnormal", or
+                null without operating points), warnings (for skipped and failed studies: why) and read.
         """
         try:
             rows = api_rows(store, status, since, int(limit or PAGE_SIZE), int(offset or 0))
@@ -245,6 +247,8 @@ def _study_panel(study: dict, views: StudyViews, labels: SiteLabels) -> tuple[st
         threshold = f" (threshold {stored['threshold']:.2f})" if "threshold" in stored else ""
         lines.append(f"## {label}: abnormality probability {study['abnormal_prob']:.2f}{threshold}")
         lines.append(f"Decided by the **{study['body_part']}** head; status {study['status']}.")
+        if study.get("triage"):
+            lines.append(f"Triage: **{study['triage']}** (the checkpoint's operating points for {study['body_part']}).")
     else:
         lines.append(f"Status: **{study['status']}**.")
     truth = labels.current(study["study_uid"])
