@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: python scripts/evaluate.py --checkpoint CKPT --data-root ROOT [--split valid] --out DIR
 [--report].
 
-Writes DIR/metrics.json (both gates, per part and overall) and DIR/study_predictions.csv (predicted gate),
+Writes DIR/metrics.json (both gates, per part and overall), DIR/study_predictions.csv (predicted gate),
+DIR/image_logits.csv (every image's raw logits: what calibrate_site.py --eval refits on),
 and prints a table. --csv evaluates your own radiographs listed in a CSV instead of a MURA split.
 --report adds bootstrap 95% intervals (<metric>_ci95, resampling studies) to metrics.json and writes
 DIR/report.html (self-contained) and DIR/report.md with its PNGs in DIR/report_files/.
@@ -15,7 +16,13 @@ from pathlib import Path
 
 from mura_mt.data import read_csv_index, read_mura_index
 from mura_mt.evaluation.bootstrap import DEFAULT_RESAMPLES, add_confidence_intervals
-from mura_mt.evaluation.evaluate import evaluate_checkpoint, part_probabilities, predict_table, split_fingerprint
+from mura_mt.evaluation.evaluate import (
+    evaluate_checkpoint,
+    image_logits,
+    part_probabilities,
+    predict_table,
+    split_fingerprint,
+)
 from mura_mt.evaluation.metrics import format_table
 from mura_mt.inference.checkpoint import checkpoint_config
 from mura_mt.inference.predictor import Predictor
@@ -65,8 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     studies.to_csv(out / "study_predictions.csv", index=False)
+    image_logits(table, part_logits, anomaly_logits).to_csv(out / "image_logits.csv", index=False)
     print(format_table(metrics))
-    print(f"wrote {out / 'metrics.json'} and {out / 'study_predictions.csv'}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'study_predictions.csv'} and {out / 'image_logits.csv'}")
     if args.report:
         from mura_mt.evaluation.report import write_report
 

@@ -132,8 +132,8 @@ class SiteLabels:
         self, since: float | None = None, until: float | None = None, source: str = "any"
     ) -> list[dict]:
         """The answered studies that have a current label (from ``source``, or any), received in [since, until):
-        study_uid, accession, received, body_part (the model's), abnormal_prob, is_abnormal, answer (JSON), label,
-        label_body_part, label_source, label_author."""
+        study_uid, accession, patient_id, received, body_part (the model's), abnormal_prob, is_abnormal, answer
+        (JSON), label, label_body_part, label_source, label_author."""
         if source != "any" and source not in SOURCES:
             raise LabelError(f"source must be any or one of {', '.join(SOURCES)}; got {source!r}")
         where, params = _window("s.status IN ('analysed', 'delivered') AND l.superseded = 0", since, until,
@@ -143,7 +143,8 @@ class SiteLabels:
             params += (source,)
         with self.store.db.transaction() as tx:
             return tx.rows(
-                "SELECT s.study_uid, s.accession, s.received, s.body_part, s.abnormal_prob, s.is_abnormal, s.answer, "
+                "SELECT s.study_uid, s.accession, s.patient_id, s.received, s.body_part, s.abnormal_prob, "
+                "s.is_abnormal, s.answer, "
                 "l.label, l.body_part AS label_body_part, l.source AS label_source, l.author AS label_author "
                 f"FROM studies s JOIN labels l ON l.study_uid = s.study_uid WHERE {where} "
                 "ORDER BY s.received, s.study_uid",

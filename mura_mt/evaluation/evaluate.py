@@ -69,6 +69,19 @@ def evaluate_checkpoint(
     return compute_metrics(table, part_probabilities(part_logits), anomaly_logits, predictor.calibration)
 
 
+def image_logits(table: pd.DataFrame, part_logits: np.ndarray, anomaly_logits: np.ndarray) -> pd.DataFrame:
+    """Every image's raw logits beside its study, patient, part and label (``image_logits.csv``): what
+    ``scripts/calibrate_site.py --eval`` refits a site's calibration on."""
+    from mura_mt.labels import BODY_PARTS
+
+    frame = table[["path", "study_id", "patient_id", "body_part", "label"]].reset_index(drop=True).copy()
+    for k, part in enumerate(BODY_PARTS):
+        frame[f"part_logit_{part}"] = part_logits[:, k]
+    for k, part in enumerate(BODY_PARTS):
+        frame[f"anomaly_logit_{part}"] = anomaly_logits[:, k]
+    return frame
+
+
 def part_probabilities(part_logits: np.ndarray) -> np.ndarray:
     """Softmax of the part head, as the Predictor computes it (float32)."""
     return torch.softmax(torch.from_numpy(part_logits).float(), dim=1).numpy()

@@ -42,6 +42,9 @@ def build_model_card(config: dict[str, Any], repo_id: str, evaluation: dict[str,
         else f"The checkpoint's own validation numbers ({metrics.get('split', 'val')}; {metrics.get('decision', '')}). "
         "Evaluate on MURA's official valid split for numbers to quote."
     )
+    if config.get("site_calibration"):
+        source += (" These numbers are from the checkpoint's ORIGINAL calibration: its calibration, thresholds and "
+                   "operating points were refitted at a site since (see \"Fitted at the site\").")  # fmt: skip
     preprocessing = config["preprocessing"]
     content = f"""---
 {data.to_yaml()}
@@ -82,6 +85,8 @@ machine-learning research on upper-extremity radiographs and for teaching; any c
 {_calibration_table(config.get("calibration", {}))}
 
 {_ood_text(config.get("ood", {}))}
+
+{_operating_points_text(config)}
 
 ## Known limitations
 
@@ -157,6 +162,53 @@ def _ood_text(ood: dict) -> str:
         "Mahalanobis distance of the first two stages' channel statistics, each over its threshold; thresholds "
         f"fitted so that {ood['val_false_alarm_rate']:.0%} of val images are flagged."
     )
+
+
+def _operating_points_text(config: dict) -> str:
+    """The triage groups' thresholds per part, and where they (and the calibration) were fitted."""
+    points = config.get("operating_points")
+    if not points:
+        return "- Triage (operating points): none; answers carry no \"likely normal\" group."
+    rows = ["| body part | studies | abnormal | rule-out | rule-in | note |", "|---|---|---|---|---|---|"]
+    for part, fitted in points.get("parts", {}).items():
+        rule_out = "-" if fitted["rule_out"] is None else f"{fitted['rule_out']:.4f}"
+        rule_in = "-" if fitted["rule_in"] is None else f"{fitted['rule_in']:.2f}"
+        rows.append(f"| {part} | {fitted['n_studies']} | {fitted['n_abnormal']} | {rule_out} | {rule_in} | "
+                    f"{fitted.get('why', '')} |")  # fmt: skip
+    first = next(iter(points.get("parts", {}).values()), {})
+    lines = [
+        "## Triage groups and their guarantee",
+        "",
+        f"{points.get('method', '')}. Below a part's rule-out a study is \"likely normal\": with probability at "
+        f"least {first.get('confidence', 0.95):.0%} over the calibration studies, the sensitivity above it is at "
+        f"least {first.get('sensitivity', 0.98):.0%}; at or above its rule-in, \"likely abnormal\" with a positive "
+        f"predictive value of at least {first.get('ppv', 0.90):.0%}. This holds only while the studies that follow are "
+        "like the calibration studies (the same site, mix and model).",
+        "",
+        *rows,
+    ]
+    site = config.get("site_calibration")
+    if site:
+        window = site.get("window") or {}
+        span = f"received {window.get('since') or 'from the start'} to {window.get('until') or 'the fit'}"
+        lines += [
+            "",
+            "### Fitted at the site",
+            "",
+            f"The calibration (refitted for: {', '.join(site['calibration_refitted_parts']) or 'no part'}), the "
+            f"thresholds and the operating points were fitted on {site['n_studies_fit']} labelled studies of "
+            f"{site['site']} ({span}; labels from {window.get('source', 'an evaluation folder')}) on {site['fitted']}, "
+            f"labels sha256 {site['labels_sha256_fit'][:16]}...; {site['n_studies_heldout']} studies of other patients "
+            f"were held out. The weights are those of sha256 {site['from_checkpoint_weights_sha256']}, unchanged.",
+        ]
+        heldout = site.get("heldout")
+        if heldout:
+            lines += ["", "| held out | kappa | study AUROC | sensitivity | specificity |", "|---|---|---|---|---|"]
+            for name in ("before", "after"):
+                block = heldout[name]["overall"]
+                lines.append(f"| {name} | " + " | ".join(_cell(block, k) for k in
+                             ("study_kappa", "study_auroc", "sensitivity", "specificity")) + " |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _calibration_table(calibration: dict) -> str:

@@ -32,7 +32,8 @@ from mura_mt.inference.ood import OodFeatures, fit_out_of_distribution
 from mura_mt.imaging.preprocessing import Preprocessing
 
 VAL_SPLIT = "val (patient-grouped from the official train set)"
-_MIN_STUDIES = 50  # per part: below this the paper's rule stays (Platt + threshold on fewer studies overfit: measured)
+# Per part: below this the paper's rule stays (Platt + threshold on fewer studies overfit: measured).
+MIN_CALIBRATION_STUDIES = 50
 
 
 def export_best(
@@ -115,19 +116,25 @@ def git_sha() -> str | None:
 
 
 def fit_calibration(
-    study_ids: np.ndarray, parts: np.ndarray, labels: np.ndarray, anomaly_logits: np.ndarray
+    study_ids: np.ndarray,
+    parts: np.ndarray,
+    labels: np.ndarray,
+    anomaly_logits: np.ndarray,
+    keep: Calibration | None = None,
 ) -> Calibration:
     """Fit calibration on val images, using each image's TRUE-part head logit.
 
-    A part with at least ``_MIN_STUDIES`` val studies (both classes) gets its own Platt scaling and the threshold
-    that maximises its study kappa under the decision rule (``decision.decide``, gated by the true part). A
-    smaller part gets the Platt scaling pooled over all parts (two parameters fit well on a few hundred images)
+    A part with at least ``MIN_CALIBRATION_STUDIES`` val studies (both classes) gets its own Platt scaling and the
+    threshold that maximises its study kappa under the decision rule (``decision.decide``, gated by the true part).
+    A smaller part gets the Platt scaling pooled over all parts (two parameters fit well on a few hundred images)
     and keeps the paper's 0.5 threshold: a threshold searched on a dozen studies mostly fits their noise
     (measured on the synthetic data: per-part fits lowered held-out kappa).
 
     Args:
         study_ids, parts, labels: per image (parts as indices into BODY_PARTS).
         anomaly_logits: [N, 7] raw logits.
+        keep: a calibration whose values the parts without enough studies keep, instead of the pooled scaling and
+            the paper's threshold (a site's refit keeps the checkpoint's own where the site has too few studies).
     """
     import pandas as pd
 
@@ -136,7 +143,9 @@ def fit_calibration(
     )
     pooled = _platt(frame) if _enough(frame) else (1.0, 0.0)
     scale, bias = [pooled[0]] * len(BODY_PARTS), [pooled[1]] * len(BODY_PARTS)
-    own = [k for k in range(len(BODY_PARTS)) if _enough(frame[frame["part"] == k])]
+    if keep is not None:
+        scale, bias = list(keep.scale), list(keep.bias)
+    own = parts_to_fit(frame)
     for k in own:
         scale[k], bias[k] = _platt(frame[frame["part"] == k])
     platt = Calibration(tuple(scale), tuple(bias))
@@ -144,14 +153,20 @@ def fit_calibration(
     first_view = frame.groupby(study).head(1).index.to_numpy()
     study_part, study_label = frame["part"].to_numpy()[first_view], frame["label"].to_numpy()[first_view]
     decided = decide(None, anomaly_logits, study, platt, part_idx=study_part)
-    threshold = [0.5] * len(BODY_PARTS)
+    threshold = [0.5] * len(BODY_PARTS) if keep is None else list(keep.threshold)
     for k in own:
         threshold[k] = _best_threshold(decided.probs[study_part == k], study_label[study_part == k])
     return Calibration(tuple(scale), tuple(bias), tuple(threshold))
 
 
+def parts_to_fit(frame) -> list[int]:
+    """The parts (indices) with enough studies of both classes for their own calibration; ``frame`` has a row per
+    image with ``study``, ``part`` and ``label``."""
+    return [k for k in range(len(BODY_PARTS)) if _enough(frame[frame["part"] == k])]
+
+
 def _enough(frame) -> bool:
-    return frame["study"].nunique() >= _MIN_STUDIES and frame["label"].nunique() == 2
+    return frame["study"].nunique() >= MIN_CALIBRATION_STUDIES and frame["label"].nunique() == 2
 
 
 def _platt(frame) -> tuple[float, float]:
