@@ -53,6 +53,9 @@ class ModelConfig:
     pretrained: bool = True
     pretrained_file: str | None = None  # local weights for the backbone (works offline)
     drop_rate: float = 0.0
+    # A mura-mt checkpoint folder to start from (its backbone and all eight heads) instead of ImageNet weights:
+    # fine-tuning on a site's own data (scripts/export_site_data.py). Its backbone must be ``backbone``.
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)

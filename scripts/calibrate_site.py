@@ -7,7 +7,9 @@ the site's labelled studies: the worklist store's answers with the labels that c
 folder of the site's own data (--eval). The weights are unchanged; NEW_CKPT is a complete checkpoint folder the app
 and the node serve at once, whose config.json and model card (README.md) say where its thresholds came from.
 --split-off of the patients are kept aside: both checkpoints are scored on them and compared as compare.py does
-(NEW_CKPT/site_calibration/before, after and compare). Use --split-off 0 to fit on everything once you trust it.
+(NEW_CKPT/site_calibration/before, after and compare; with --eval also heldout_images.csv, the held-out images as an
+index for evaluate.py --csv, to compare any other checkpoint on the same patients). Use --split-off 0 to fit on
+everything once you trust it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from mura_mt.data.index import INDEX_COLUMNS
 from mura_mt.evaluation.compare import ComparisonError, compare, load_evaluation, plain_reading
 from mura_mt.evaluation.compare_report import write_comparison
 from mura_mt.evaluation.model_card import build_model_card
@@ -77,6 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     build_model_card(config, out.name).save(out / "README.md")
     if len(heldout):
         comparison = _compare(out / "site_calibration", before, after, args, record)
+        if args.eval:  # the held-out images as an index, to evaluate any other checkpoint on the same patients
+            images = pd.read_csv(Path(args.eval) / "image_logits.csv", dtype={"study_id": str, "patient_id": str})
+            held = images[images["study_id"].isin(set(heldout["study_id"]))]
+            held[list(INDEX_COLUMNS)].to_csv(out / "site_calibration" / "heldout_images.csv", index=False)
     _summary(out, record, points, comparison)
     return {"checkpoint": str(out), "site_calibration": record, "operating_points": points, "compare": comparison}
 

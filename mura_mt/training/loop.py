@@ -7,6 +7,7 @@ with a COMPLETE marker; the served checkpoint is made by ``release.export_best``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from mura_mt.data.dataset import CachedImages, batch_collate
 from mura_mt.data.prepare import SplitData, prepare_data
 from mura_mt.training.losses import multitask_loss, mura_class_weights
 from mura_mt.evaluation.metrics import compute_metrics
-from mura_mt.model import build_model
+from mura_mt.model import MultiTaskNet, build_model
 from mura_mt.inference.ood import OodFeatures, StageStatistics
 from mura_mt.imaging.preprocessing import Preprocessing, normalize, resolve_preprocessing
 from mura_mt.training.release import export_best
@@ -84,6 +85,22 @@ def build_dataloaders(
     )
     val_loader = DataLoader(CachedImages(val.images, val.table), batch_size=cfg.train.eval_batch_size, **common)
     return train_loader, val_loader
+
+
+def start_from_checkpoint(cfg: Config) -> MultiTaskNet:
+    """The network of the checkpoint ``model.init_from`` (backbone and all eight heads, hash-checked), to fine-tune
+    instead of starting from ImageNet weights."""
+    from mura_mt.inference.checkpoint import load_checkpoint
+
+    trained, config = load_checkpoint(cfg.model.init_from)
+    if config["model"]["backbone"] != cfg.model.backbone:
+        theirs = config["model"]["backbone"]
+        raise ValueError(f"model.init_from={cfg.model.init_from} is a {theirs} checkpoint, but model.backbone is "
+                         f"{cfg.model.backbone}: set model.backbone={theirs}")  # fmt: skip
+    logger.info(f"starting from {cfg.model.init_from} (weights sha256 {config['weights_sha256'][:12]}...)")
+    model = build_model(dataclasses.replace(cfg.model, pretrained=False, pretrained_file=None))  # drop_rate kept
+    model.load_state_dict(trained.state_dict())
+    return model
 
 
 def scaled_lr(cfg: Config, num_processes: int) -> float:
@@ -234,7 +251,7 @@ def fit(cfg: Config, accelerator: Accelerator, resume: bool = False) -> dict:
         save_config(cfg, out / "config.yaml")
     accelerator.wait_for_everyone()
     train, val = prepare_data(cfg, accelerator)
-    model = build_model(cfg.model)
+    model = start_from_checkpoint(cfg) if cfg.model.init_from else build_model(cfg.model)
     prep = resolve_preprocessing(model.backbone, cfg.data.image_size)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
