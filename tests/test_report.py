@@ -3,12 +3,16 @@ markdown with its PNGs, and calibration that really lowers the calibration error
 
 import json
 import re
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
 from mura_mt.evaluation.metrics import METRICS
 from mura_mt.evaluation.report import expected_calibration_error
+from mura_mt.labels import BODY_PARTS
 from mura_mt.training.release import fit_calibration
 from scripts import evaluate
 from tests.browser import chromium
@@ -16,11 +20,23 @@ from tests.browser import chromium
 
 @pytest.fixture(scope="module")
 def report_dir(trained_run, synthetic_root, tmp_path_factory):
+    """The report of a copy of the smoke checkpoint whose operating points are set by hand (its val is too small to
+    fit any) at the 35th and 80th percentiles of its study probabilities, so every triage group has studies."""
     out = tmp_path_factory.mktemp("report")
+    probe = out.parent / f"{out.name}_probe"
+    evaluate.main(["--checkpoint", str(trained_run / "best"), "--data-root", str(synthetic_root), "--out", str(probe)])
+    probs = pd.read_csv(probe / "study_predictions.csv")["prob"]
+    checkpoint = out.parent / f"{out.name}_checkpoint"
+    shutil.copytree(trained_run / "best", checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    fitted = {"rule_out": float(probs.quantile(0.35)), "rule_in": float(probs.quantile(0.8)), "sensitivity": 0.98,
+              "ppv": 0.9, "confidence": 0.95, "n_studies": 300, "n_abnormal": 150, "why": ""}  # fmt: skip
+    config["operating_points"]["parts"] = {part: fitted for part in BODY_PARTS}
+    (checkpoint / "config.json").write_text(json.dumps(config))
     evaluate.main(
         [
             "--checkpoint",
-            str(trained_run / "best"),
+            str(checkpoint),
             "--data-root",
             str(synthetic_root),
             "--out",
@@ -49,7 +65,8 @@ def test_metrics_json_carries_an_interval_beside_each_metric(report_dir):
 def test_markdown_report_links_its_pngs(report_dir):
     text = (report_dir / "report.md").read_text()
     links = re.findall(r"\]\((report_files/[^)]+\.png)\)", text)
-    assert {"report_files/confusion.png", "report_files/roc.png", "report_files/reliability.png"} <= set(links)
+    assert {"report_files/confusion.png", "report_files/roc.png", "report_files/reliability.png",
+            "report_files/operating_curves.png"} <= set(links)  # fmt: skip
     assert any("gallery-" in link for link in links)
     for link in links:
         assert (report_dir / link).stat().st_size > 1000, link
@@ -66,10 +83,28 @@ def test_html_report_is_self_contained_and_renders_in_a_browser(report_dir):
         images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
         assert len(images) >= 4 and all(complete and width > 0 for complete, width in images)
         tables = page.locator("table")
-        assert tables.count() == 3  # two gates, one calibration table
+        assert tables.count() == 4  # two gates, calibration, triage
         first = tables.nth(0).inner_text()
         assert "overall" in first and "kappa" in first and re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", first)
         page.close()
+
+
+def test_the_triage_rows_count_what_the_operating_points_set_aside_with_exact_intervals(report_dir):
+    studies = pd.read_csv(report_dir / "study_predictions.csv")
+    config = json.loads((report_dir.parent / f"{report_dir.name}_checkpoint/config.json").read_text())
+    fitted = config["operating_points"]["parts"]["wrist"]  # the same for every part
+    likely_abnormal = studies["prob"] >= fitted["rule_in"]
+    likely_normal = (studies["prob"] < fitted["rule_out"]) & ~likely_abnormal
+    positives = int(studies["label"].sum())
+    kept = positives - int((likely_normal & (studies["label"] == 1)).sum())
+    interval = stats.binomtest(kept, positives).proportion_ci(method="exact")
+    row = next(line for line in (report_dir / "report.md").read_text().splitlines()
+               if line.startswith("| overall |") and "%)" in line)  # fmt: skip
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == str(len(studies)) and cells[2].startswith(f"{int(likely_normal.sum())} (")
+    assert cells[3] == f"{kept / positives:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+    assert cells[5] == str(int(likely_abnormal.sum()))
+    assert int(likely_normal.sum()) > 0 and int(likely_abnormal.sum()) > 0  # the groups are not empty here
 
 
 def test_calibration_lowers_ece_of_an_over_confident_model():

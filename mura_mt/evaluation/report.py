@@ -1,10 +1,11 @@
 """The evaluation report a person reads: report.html (self-contained) and report.md with its PNGs.
 
-Owns the presentation of an evaluation: metric tables with bootstrap intervals beside the MURA paper's
-numbers, the body-part confusion matrix, ROC curves with the operating point, reliability diagrams and ECE
-before and after calibration, and a gallery of the most confident true positives, false positives and false
-negatives with their Grad-CAM overlays. The numbers come from ``metrics``, ``bootstrap`` and the Predictor;
-nothing here computes a metric of its own except the calibration error. Plots are matplotlib (Agg).
+Owns the presentation of an evaluation: metric tables with bootstrap intervals beside the MURA paper's numbers, the body-part
+confusion matrix, ROC curves with the operating point, reliability diagrams and ECE before and after calibration,
+the triage groups with their operating curves (``triage_report``), and a gallery of the most confident true
+positives, false positives and false negatives with their Grad-CAM overlays. The numbers come from ``metrics``,
+``bootstrap`` and the Predictor; nothing here computes a metric of its own except the calibration error. Plots are
+matplotlib (Agg).
 """
 
 from __future__ import annotations
@@ -106,16 +107,46 @@ def write_report(
     gallery = _gallery(studies["after"], table, predictor, per_gallery)
     steps.update()
     steps.close()
+    triage = _triage_section(studies["after"], predictor)
+    if triage["figure"] is not None:
+        figures.append(triage["figure"])
 
     assets = out / f"{name}_files"
     assets.mkdir(parents=True, exist_ok=True)
     for figure in [*figures, *(f for _, _, _, items in gallery for f in items)]:
         (assets / figure.name).write_bytes(figure.png)
-    context = dict(metrics=metrics, source=source, figures=figures, calibration_rows=calibration_rows, gallery=gallery)
+    context = dict(metrics=metrics, source=source, figures=figures, calibration_rows=calibration_rows, gallery=gallery,
+                   triage=triage)  # fmt: skip
     html_file, md_file = out / f"{name}.html", out / f"{name}.md"
     html_file.write_text(_html(**context))
     md_file.write_text(_markdown(assets.name, **context))
     return html_file, md_file
+
+
+def _triage_section(studies: pd.DataFrame, predictor: Predictor) -> dict:
+    """The triage groups' table and operating curves, or why there are none."""
+    from mura_mt.evaluation.triage_report import (
+        HEADER,
+        operating_curve_figure,
+        summary_rows,
+        triage_summary,
+        with_triage,
+    )
+
+    points = predictor.serving.operating_points
+    if points is None:
+        note = ("This checkpoint has no operating points, so no study is triaged (export it with this version, or "
+                "fit the site's own with scripts/calibrate_site.py).")  # fmt: skip
+        return {"note": note, "header": HEADER, "rows": [], "figure": None}
+    triaged = with_triage(studies, points)
+    summary = triage_summary(triaged)
+    note = (
+        '"Likely normal": below the predicted part\'s rule-out threshold; the sensitivity is that of every other '
+        'study, the share of abnormal studies NOT set aside. "Likely abnormal": at or above the rule-in threshold. '
+        "Intervals are exact (Clopper-Pearson) 95% intervals."
+    )
+    figure = operating_curve_figure(triaged, summary, points)
+    return {"note": note, "header": HEADER, "rows": summary_rows(summary), "figure": figure, "summary": summary}
 
 
 def png_bytes(fig) -> bytes:
@@ -299,7 +330,7 @@ def html_page(title: str, sections: list[str]) -> str:
     )
 
 
-def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery) -> str:
+def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery, triage) -> str:
     table = markdown_table
     boot = metrics.get("bootstrap", {"resamples": 0, "seed": "-"})
     parts = [
@@ -329,6 +360,10 @@ def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery) 
         "",
         table(["body part", "ECE before", "ECE after", "studies"], ece_rows),
     ]
+    parts += ["", "## Triage groups", "", triage["note"]]
+    if triage["rows"]:
+        parts += ["", table(triage["header"], triage["rows"])]
+        parts += ["", f"![operating curves]({assets}/operating_curves.png)", "", triage["figure"].caption]
     parts += ["", "## Grad-CAM gallery"]
     for _, title, note, items in gallery:
         parts += ["", f"### {title}", "", f"{note}.", ""]
@@ -336,7 +371,7 @@ def _markdown(assets: str, metrics, source, figures, calibration_rows, gallery) 
     return "\n".join(parts) + "\n"
 
 
-def _html(metrics, source, figures, calibration_rows, gallery) -> str:
+def _html(metrics, source, figures, calibration_rows, gallery, triage) -> str:
     img, table = html_image, html_table
     boot = metrics.get("bootstrap", {"resamples": 0, "seed": "-"})
     by_name = {f.name: f for f in figures}
@@ -352,6 +387,11 @@ def _html(metrics, source, figures, calibration_rows, gallery) -> str:
             rows = [[p, f"{b:.3f}", f"{a:.3f}", str(n)] for p, b, a, n in calibration_rows]
             sections.append(table(["body part", "ECE before", "ECE after", "studies"], rows, css="ece"))
         sections.append("</figure>")
+    sections.append(f'<h2>Triage groups</h2><p class="note">{html.escape(triage["note"])}</p>')
+    if triage["rows"]:
+        sections.append(table(triage["header"], triage["rows"], css="triage"))
+        figure = triage["figure"]
+        sections.append(f"<figure>{img(figure)}<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
     sections.append("<h2>Grad-CAM gallery</h2>")
     for kind, title, note, items in gallery:
         cards = "".join(
