@@ -1,8 +1,8 @@
 """The evaluation report a person reads: report.html (self-contained) and report.md with its PNGs.
 
-Owns the presentation of an evaluation: metric tables with bootstrap intervals beside the MURA paper's numbers, the body-part
-confusion matrix, ROC curves with the operating point, reliability diagrams and ECE before and after calibration,
-the triage groups with their operating curves (``triage_report``), and a gallery of the most confident true
+Owns the presentation of an evaluation: metric tables with bootstrap intervals beside the MURA paper's numbers, the
+body-part confusion matrix, ROC curves with the operating point, reliability diagrams and ECE before and after
+calibration, the triage groups with their operating curves (``triage_report``), and a gallery of the most confident true
 positives, false positives and false negatives with their Grad-CAM overlays. The numbers come from ``metrics``,
 ``bootstrap`` and the Predictor; nothing here computes a metric of its own except the calibration error. Plots are
 matplotlib (Agg).
