@@ -117,3 +117,56 @@ def test_bad_requests_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(DEMO), "--eval", str(tmp_path), "--out", str(tmp_path / "x")])
     assert "image_logits.csv is missing" in capsys.readouterr().err
+
+
+def test_the_node_on_the_new_checkpoint_stores_and_sends_triage_and_files_likely_normal_after_normal(
+    calibrated, synthetic_root, tmp_path
+):
+    """The node serves the new folder as it is: each answer's triage is in the store, in the worklist's order and in
+    the SR the node sends."""
+    import pydicom
+
+    from mura_mt.data.synthetic_dicom import write_dicom_studies
+    from mura_mt.dicom_node.outputs import ModelIdentity
+    from mura_mt.dicom_node.sr import read_report
+    from mura_mt.dicom_node.store import Instance
+    from mura_mt.dicom_node.studies import StudyWorker
+    from mura_mt.inference.operating_points import OperatingPoints
+    from mura_mt.inference.predictor import Predictor
+
+    folder, store, *_ = calibrated
+    points = OperatingPoints.from_config(checkpoint_config(folder / "new")["operating_points"])
+    worker = StudyWorker(store, Predictor.from_pretrained(folder / "new"), ModelIdentity.of(folder / "new", "MURAMT"),
+                         tmp_path / "outbox", ["dimse"], 1.0)  # fmt: skip
+    uids = []
+    studies = [folder for split in ("train", "valid")
+               for folder in write_dicom_studies(synthetic_root, tmp_path / split, split, seed=8)]  # fmt: skip
+    for study in studies:
+        if pydicom.dcmread(next(study.glob("*.dcm")), stop_before_pixels=True).BodyPartExamined != "WRIST":
+            continue  # the site's labels were of wrists: only the wrist has operating points
+        for path in sorted(study.glob("*.dcm")):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            store.add_instance(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID,
+                                        "CR", ds.BodyPartExamined, str(path), path.stat().st_size), now=9000.0)  # fmt: skip
+        uids.append(str(ds.StudyInstanceUID))
+    assert sorted(worker.run_once(now=9010.0)) == sorted(uids)
+    rows, _ = store.worklist(limit=1000)
+    position = {row["study_uid"]: n for n, row in enumerate(rows)}
+    for uid in uids:
+        row = store.study(uid)
+        assert row["triage"] == points.triage(row["body_part"], row["abnormal_prob"]) is not None
+        sr = next(d["path"] for d in store.deliveries(uid) if read_report_or_none(d["path"]))
+        assert read_report(sr)["triage"] == row["triage"]
+        group = rows[position[uid]]["group"]
+        quiet = not row["warnings"] and not row["is_abnormal"]
+        assert (group == "likely normal") == (quiet and row["triage"] == "likely normal")
+    normal = [n for n, row in enumerate(rows) if row["group"] == "normal"]
+    likely = [n for n, row in enumerate(rows) if row["group"] == "likely normal"]
+    assert likely and normal and max(normal) < min(likely)  # the new checkpoint's wrists fall in all three groups
+    assert {store.study(uid)["triage"] for uid in uids} == {"likely normal", "uncertain", "likely abnormal"}
+
+
+def read_report_or_none(path: str):
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True).Modality == "SR"
