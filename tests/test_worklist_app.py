@@ -224,16 +224,31 @@ def test_the_worklist_api_pages_filters_and_refuses_bad_input(filled):
         assert sorted(tool["name"] for tool in tools) == ["performance", "predict", "predict_study", "worklist"]
 
 
-def _refused(*args: str, env: dict | None = None) -> str:
-    done = subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    return done.stderr
+def _refused(*args: str, env: dict | None = None, process: bool = False) -> str:
+    """app.py's refusal (exit status 2) and what it printed: in a process of its own, or (each process costs the
+    imports, about 15 s on 2 cores) ``app.main`` in this one, which refuses before it loads anything."""
+    if process:
+        done = subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, **(env or {})})  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        return done.stderr
+    import contextlib
+    import io
+    from unittest import mock
+
+    from app import main
+
+    printed = io.StringIO()
+    with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stderr(printed):
+        with pytest.raises(SystemExit) as stopped:
+            main(list(args))
+    assert stopped.value.code == 2, printed.getvalue()
+    return printed.getvalue()
 
 
 def test_off_loopback_the_worklist_needs_a_login_and_https_and_a_node_needs_a_worklist(tmp_path):
     env = {"MURA_MT_AUTH": ""}
-    err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env=env)
+    err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env=env, process=True)
     assert "patients' names and ids" in err and "MURA_MT_AUTH" in err
     err = _refused("--host", "0.0.0.0", "--worklist-db", str(tmp_path / "w.sqlite"), env={"MURA_MT_AUTH": "a:b"})
     assert "needs HTTPS" in err and "--ssl-certfile" in err and "--behind-https-proxy" in err
