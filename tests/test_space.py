@@ -30,7 +30,9 @@ def test_requirements_txt_alone_serves_the_app_as_a_space_would(tmp_path):
     venv = tmp_path / "space-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin/python")
-    pip = [python, "-m", "pip", "install", "-q"]
+    # --no-compile: byte-compiling torch's thousands of files at install is most of a minute on 2 cores, and the
+    # imports compile what they use anyway.
+    pip = [python, "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(REPO / "requirements.txt")], check=True, timeout=1200)
     # The Space runs from the repo root: mura_mt is imported from there, not installed.
     assert not _importable(python, "mura_mt", tmp_path) and not _importable(python, "spaces", tmp_path)
