@@ -131,7 +131,7 @@ def test_the_node_on_the_new_checkpoint_stores_and_sends_triage_and_files_likely
     from mura_mt.dicom_node.sr import read_report
     from mura_mt.dicom_node.store import Instance
     from mura_mt.dicom_node.studies import StudyWorker
-    from mura_mt.inference.operating_points import OperatingPoints
+    from mura_mt.inference.operating_points import OperatingPoints, with_warnings
     from mura_mt.inference.predictor import Predictor
 
     folder, store, *_ = calibrated
@@ -146,15 +146,17 @@ def test_the_node_on_the_new_checkpoint_stores_and_sends_triage_and_files_likely
             continue  # the site's labels were of wrists: only the wrist has operating points
         for path in sorted(study.glob("*.dcm")):
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            store.add_instance(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID,
-                                        "CR", ds.BodyPartExamined, str(path), path.stat().st_size), now=9000.0)  # fmt: skip
+            instance = Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID, "CR",
+                                ds.BodyPartExamined, str(path), path.stat().st_size)  # fmt: skip
+            store.add_instance(instance, now=9000.0)
         uids.append(str(ds.StudyInstanceUID))
     assert sorted(worker.run_once(now=9010.0)) == sorted(uids)
     rows, _ = store.worklist(limit=1000)
     position = {row["study_uid"]: n for n, row in enumerate(rows)}
     for uid in uids:
         row = store.study(uid)
-        assert row["triage"] == points.triage(row["body_part"], row["abnormal_prob"]) is not None
+        expected = with_warnings(points.triage(row["body_part"], row["abnormal_prob"]), row["warnings"])
+        assert row["triage"] == expected is not None
         sr = next(d["path"] for d in store.deliveries(uid) if read_report_or_none(d["path"]))
         assert read_report(sr)["triage"] == row["triage"]
         group = rows[position[uid]]["group"]

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import mura_mt
-from mura_mt.inference.operating_points import rule_in_threshold, rule_out_threshold, triage
+from mura_mt.inference.operating_points import rule_in_threshold, rule_out_threshold, triage, with_warnings
 
 PREVALENCE = 0.4
 ABNORMAL, NORMAL = stats.beta(5, 2), stats.beta(2, 5)  # the model's study probabilities, by truth
@@ -72,6 +72,13 @@ def test_too_few_abnormal_studies_give_no_rule_out_and_bad_input_is_named():
     assert mura_mt.rule_out_threshold is rule_out_threshold and mura_mt.rule_in_threshold is rule_in_threshold
 
 
+def test_a_warned_answer_is_never_likely_normal():
+    assert with_warnings("likely normal", ["Body part uncertain (wrist 41%)"]) == "uncertain"
+    assert with_warnings("likely normal", []) == "likely normal"
+    assert with_warnings("likely abnormal", ["looks unlike the training images"]) == "likely abnormal"
+    assert with_warnings(None, ["anything"]) is None
+
+
 def test_every_answer_carries_the_triage_of_its_own_part_and_probability_and_the_verdict_says_what_it_promises(
     synthetic_root,
 ):
@@ -95,6 +102,8 @@ def test_every_answer_carries_the_triage_of_its_own_part_and_probability_and_the
     study = predictor.predict_study(images)
     for answer in (study, *study.views):
         expected = "uncertain" if answer.body_part == "hand" else points.triage(answer.body_part, answer.abnormal_prob)
+        if answer.warnings and expected == "likely normal":
+            expected = "uncertain"  # a warned answer is never set aside
         assert answer.triage == expected
     assert {v.triage for v in study.views if v.body_part != "hand"} >= {"likely normal", "likely abnormal"} or all(
         v.body_part == "hand" for v in study.views

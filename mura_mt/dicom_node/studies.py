@@ -11,6 +11,7 @@ arrives meanwhile discards the answer, and the study is analysed again with it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures
 from mura_mt.dicom_node.sr import structured_report
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
+from mura_mt.inference.operating_points import with_warnings
 from mura_mt.labels import BODY_PART_TERMS
 
 logger = logging.getLogger(__name__)
@@ -143,6 +145,8 @@ class StudyWorker(PassLoop):
         mismatch = body_part_warning([i["body_part"] for i in radiographs], result.body_part)
         if mismatch:
             warnings.append(mismatch)
+            # the node's own warning counts as the Predictor's do: a warned study is never "likely normal"
+            result = dataclasses.replace(result, triage=with_warnings(result.triage, warnings))
         objects = [*secondary_captures(views, grays, result, warnings, self.model),
                    structured_report(views, result, warnings, self.model)]  # fmt: skip
         outputs = []

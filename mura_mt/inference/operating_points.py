@@ -91,6 +91,12 @@ def triage(prob: float, rule_out: float | None, rule_in: float | None) -> str:
     return "uncertain"
 
 
+def with_warnings(group: str | None, warnings: list[str]) -> str | None:
+    """A warned answer is never "likely normal" (it becomes "uncertain"): the guarantee holds for studies like the
+    calibration studies, and a warning says this one may not be (unlike the training images, the part in doubt)."""
+    return "uncertain" if group == "likely normal" and warnings else group
+
+
 @dataclass(frozen=True)
 class OperatingPoints:
     """A checkpoint's fitted operating points (config.json ``operating_points``), per body part; a part that has

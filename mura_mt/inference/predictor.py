@@ -30,6 +30,7 @@ from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
 from mura_mt.inference.ood import WARNING as UNLIKE_TRAINING
 from mura_mt.inference.ood import OodFeatures, OutOfDistribution
+from mura_mt.inference.operating_points import with_warnings
 from mura_mt.imaging.preprocessing import Geometry, eval_transform, unletterbox
 from mura_mt.inference.runners import ModelRunner, TorchRunner, make_runner
 from mura_mt.inference.serving import ServingConfig
@@ -208,6 +209,7 @@ class Predictor:
         results = []
         for s in range(len(studies)):
             mine = [views[v] for v in np.flatnonzero(study_of_view == s)]
+            warnings = _most_serious_first(w for view in mine for w in view.warnings)
             results.append(
                 StudyPrediction(
                     body_part=BODY_PARTS[part_of_study[s]],
@@ -217,9 +219,9 @@ class Predictor:
                     threshold=float(decided.thresholds[s]),
                     is_abnormal=bool(decided.is_abnormal[s]),
                     heatmap=None,
-                    warnings=_most_serious_first(w for view in mine for w in view.warnings),
+                    warnings=warnings,
                     unlike_training=max(v.unlike_training for v in mine) if ood_scores is not None else None,
-                    triage=self._triage(BODY_PARTS[part_of_study[s]], float(decided.probs[s])),
+                    triage=self._triage(BODY_PARTS[part_of_study[s]], float(decided.probs[s]), warnings),
                     views=mine,
                 )
             )
@@ -237,6 +239,7 @@ class Predictor:
             heatmap = scale_to_unit(unletterbox(maps[v : v + 1].float().cpu(), prepared.geometry))[0, 0].numpy()
         view_prob = float(decided.view_probs[v])
         threshold = float(self.calibration.threshold[part])
+        warnings = self._warnings(prepared.gray, part_probs, ood_scores, v, part, given)
         return Prediction(
             body_part=BODY_PARTS[part],
             part_probs=_as_dict(part_probs),
@@ -245,14 +248,14 @@ class Predictor:
             threshold=threshold,
             is_abnormal=view_prob > threshold,  # the rule applied to this view alone
             heatmap=heatmap,
-            warnings=self._warnings(prepared.gray, part_probs, ood_scores, v, part, given),
+            warnings=warnings,
             unlike_training=float(ood_scores[v]) if ood_scores is not None else None,
-            triage=self._triage(BODY_PARTS[part], view_prob),
+            triage=self._triage(BODY_PARTS[part], view_prob, warnings),
         )
 
-    def _triage(self, part: str, prob: float) -> str | None:
+    def _triage(self, part: str, prob: float, warnings: list[str]) -> str | None:
         points = self.serving.operating_points
-        return points.triage(part, prob) if points is not None else None
+        return with_warnings(points.triage(part, prob), warnings) if points is not None else None
 
     def _warnings(
         self, gray: Image.Image, part_probs: np.ndarray, ood_scores, v: int, part: int, given: bool
