@@ -237,5 +237,8 @@ def verdict_markdown(result: StudyPrediction, operating_points: OperatingPoints 
         f"Decided by the **{result.body_part}** head, picked by {decided}; {len(result.views)} view(s).",
     ]
     if result.triage is not None and operating_points is not None:
-        lines.append(f"Triage: **{result.triage}**: {operating_points.meaning(result.body_part, result.triage)}.")
+        demoted = operating_points.triage(result.body_part, result.abnormal_prob) != result.triage
+        why = ("below the rule-out threshold, but a study with a warning is never set aside as likely normal"
+               if demoted else operating_points.meaning(result.body_part, result.triage))  # fmt: skip
+        lines.append(f"Triage: **{result.triage}**: {why}.")
     return "\n\n".join(lines)
