@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,10 @@ from tqdm.auto import tqdm
 from mura_mt.inference.calibration import Calibration
 from mura_mt.inference.explain import overlay
 from mura_mt.labels import BODY_PARTS
+from mura_mt.evaluation.figures import Figure, png_bytes
 from mura_mt.evaluation.metrics import GATES, gate_predictions
+from mura_mt.evaluation.triage_report import HEADER as TRIAGE_HEADER
+from mura_mt.evaluation.triage_report import operating_curve_figure, summary_rows, triage_summary, with_triage
 from mura_mt.inference.predictor import Predictor
 
 # Rajpurkar et al., MURA (arXiv 1712.06957 v4), Table 2: the model's Cohen's kappa on the hidden TEST set.
@@ -52,15 +54,6 @@ GALLERY = (
     ("fp", "Most confident false positives", "normal studies called abnormal, highest probability first"),
     ("fn", "Most confident false negatives", "abnormal studies called normal, lowest probability first"),
 )
-
-
-@dataclass
-class Figure:
-    """One PNG of the report: file name, caption and bytes."""
-
-    name: str
-    caption: str
-    png: bytes
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
@@ -125,19 +118,11 @@ def write_report(
 
 def _triage_section(studies: pd.DataFrame, predictor: Predictor) -> dict:
     """The triage groups' table and operating curves, or why there are none."""
-    from mura_mt.evaluation.triage_report import (
-        HEADER,
-        operating_curve_figure,
-        summary_rows,
-        triage_summary,
-        with_triage,
-    )
-
     points = predictor.serving.operating_points
     if points is None:
         note = ("This checkpoint has no operating points, so no study is triaged (export it with this version, or "
                 "fit the site's own with scripts/calibrate_site.py).")  # fmt: skip
-        return {"note": note, "header": HEADER, "rows": [], "figure": None}
+        return {"note": note, "header": TRIAGE_HEADER, "rows": [], "figure": None}
     triaged = with_triage(studies, points)
     summary = triage_summary(triaged)
     note = (
@@ -146,17 +131,8 @@ def _triage_section(studies: pd.DataFrame, predictor: Predictor) -> dict:
         "Intervals are exact (Clopper-Pearson) 95% intervals."
     )
     figure = operating_curve_figure(triaged, summary, points)
-    return {"note": note, "header": HEADER, "rows": summary_rows(summary), "figure": figure, "summary": summary}
-
-
-def png_bytes(fig) -> bytes:
-    """A matplotlib figure as PNG bytes (100 dpi), closed afterwards."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return {"note": note, "header": TRIAGE_HEADER, "rows": summary_rows(summary), "figure": figure,
+            "summary": summary}  # fmt: skip
 
 
 def _confusion_figure(metrics: dict) -> Figure:

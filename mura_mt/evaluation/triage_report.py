@@ -5,7 +5,7 @@ For each part (the true part, as the report's tables) and overall: the studies t
 of everything else with its exact (Clopper-Pearson) 95 % interval, the abnormal studies set aside, and the same for
 "likely abnormal" with its positive predictive value; and the operating curve: the sensitivity kept against the
 share of studies set aside over every threshold, with the realised point and its intervals. Counts and exact
-binomial intervals only (SciPy); the figure is matplotlib, through ``report``'s Figure and png_bytes.
+binomial intervals only (SciPy); the figure is matplotlib (``figures``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mura_mt.evaluation.report import Figure, png_bytes
+from mura_mt.evaluation.figures import Figure, png_bytes
 from mura_mt.inference.operating_points import OperatingPoints
 from mura_mt.labels import BODY_PARTS
 
