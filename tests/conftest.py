@@ -23,6 +23,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ["MURA_MT_CACHE"] = tempfile.mkdtemp(prefix="mura-mt-test-cache-")
 atexit.register(shutil.rmtree, os.environ["MURA_MT_CACHE"], True)
 os.environ["MURA_MT_ONNX_CACHE"] = os.path.join(os.environ["MURA_MT_CACHE"], "onnx")  # exported graphs, likewise
+# Gradio keeps every upload and served file under its temp folder (/tmp/gradio by default) and never empties it.
+os.environ["GRADIO_TEMP_DIR"] = os.path.join(os.environ["MURA_MT_CACHE"], "gradio")
 
 REPO = Path(__file__).resolve().parents[1]
 
