@@ -3,17 +3,17 @@
 `build_demo(predictor)` assembles the page from its tabs (``mura_mt/web/``: the upload tab with the two endpoints,
 the worklist tab); `main` reads the options, builds the Predictor once and launches. The app never touches tensors.
 Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
-[--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--auth-file FILE] [--time-limit S] [--no-mcp]
+[--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--time-limit S] [--no-mcp]
 [--worklist-db FILE_OR_URL [--dicom-port PORT --dicom-ae-title AET --store-dir DIR --return-to AET@HOST:PORT ...]
-[--hl7-port PORT ...]];
-env MURA_MT_CHECKPOINT does the same as --checkpoint, MURA_MT_RUNTIME as --runtime, and
-MURA_MT_AUTH="user:password[,user2:password2]" (a Spaces secret) turns on the login for page and API alike. The
+[--hl7-port PORT ...]] [--auth-file USERS] [--trusted-proxy ADDR --group-roles GROUP=ROLE,...] [--session-idle-minutes M];
+env MURA_MT_CHECKPOINT does the same as --checkpoint, MURA_MT_RUNTIME as --runtime. --auth-file (scripts/users.py)
+or the hospital's proxy turn on the login and the roles (mura_mt.web.login); MURA_MT_AUTH="user:password[,...]" (a
+Spaces secret, plain passwords) does for a demo. The
 two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api/mcp/; on a ZeroGPU Space each
 analysis runs inside ``@spaces.GPU``. With ``--worklist-db`` (env MURA_MT_WORKLIST_DB) the page opens on the triage
 worklist (``mura_mt.web.worklist_tab``) and the API has ``/worklist``; with ``--dicom-port`` too, this process is
 also a DICOM node (``mura_mt.dicom_node``) on the same Predictor, and with ``--hl7-port`` it takes the RIS's reports.
-Off loopback the worklist needs a login and
-HTTPS (--ssl-certfile/--ssl-keyfile, or --behind-https-proxy); --audit-log records who opened which study.
+Off loopback the worklist needs a login and HTTPS (--ssl-certfile/--ssl-keyfile, or --behind-https-proxy); --audit-log records who opened which study.
 Requests run ``concurrency`` at once (the Predictor serialises only the model call), 16 more may wait, and an
 analysis longer than ``time_limit`` seconds answers with a clean error.
 """
@@ -36,7 +36,7 @@ from mura_mt.dicom_node.hl7_listener import add_hl7_options
 from mura_mt.dicom_node.monitoring import add_metrics_options
 from mura_mt.dicom_node.node import NodeOptions, add_node_options, start_site
 from mura_mt.inference.predictor import Predictor
-from mura_mt.web.login import AuthError, check_login, is_loopback, load_credentials
+from mura_mt.web.login import AuthError, WebAccess, add_access_options, is_loopback
 from mura_mt.web.upload_tab import UploadTab
 
 HERE = Path(__file__).resolve().parent
@@ -57,16 +57,20 @@ def build_demo(
     time_limit: float = DEFAULT_TIME_LIMIT_S,
     cache_examples: bool = True,
     site=None,
+    access: WebAccess | None = None,
 ) -> gr.Blocks:
     """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
     analysis longer than ``time_limit`` seconds is answered with an error. ``examples`` are answered at launch
     (``cache_examples``) so that clicking one shows its result at once. With a ``site`` (``dicom_node.node.Site``:
     its worklist store, audit trail and drift monitor) the page also has the Worklist and Performance tabs, and the
-    API ``/worklist``, ``/record_read`` and ``/performance``; the audit records who looked at which study."""
-    upload = UploadTab(predictor, concurrency, time_limit)
+    API ``/worklist``, ``/record_read`` and ``/performance``; the audit records who looked at which study. ``access``
+    (``web.login.WebAccess``): who may use which tab and endpoint; without it, everyone may use everything."""
+    upload = UploadTab(predictor, concurrency, time_limit, access)
     with gr.Blocks(title="mura-mt: bone X-ray triage", analytics_enabled=False, delete_cache=(900, 900)) as demo:
         gr.Markdown("# mura-mt: bone X-ray triage with explanations")
         gr.Markdown(DISCLAIMER)
+        if access is not None:
+            access.render_signed_in(demo)
         # Without a worklist the page is one view, as it always was; with one, the page opens on the worklist and
         # the upload is the first tab.
         with gr.Tabs(selected="worklist") if site is not None else contextlib.nullcontext():
@@ -76,8 +80,8 @@ def build_demo(
                 from mura_mt.web.performance_tab import performance_tab
                 from mura_mt.web.worklist_tab import worklist_tab
 
-                worklist_tab(demo, site.store, predictor, audit=site.audit, drift_monitor=site.drift)
-                performance_tab(demo, site.store, site.drift)
+                worklist_tab(demo, site.store, predictor, audit=site.audit, drift_monitor=site.drift, access=access)
+                performance_tab(demo, site.store, site.drift, access=access)
         upload.render_api()
     return demo
 
@@ -120,7 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("MURA_MT_TIME_LIMIT", DEFAULT_TIME_LIMIT_S)),
         help="seconds an analysis may take before the request gets an error (env MURA_MT_TIME_LIMIT)",
     )
-    parser.add_argument("--auth-file", default=None, help="turn on login: one user:password a line")
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
     parser.add_argument(
@@ -143,26 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_node_options(site)
     add_hl7_options(site)
     add_metrics_options(site)
+    add_access_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        credentials = load_credentials(args.auth_file, os.environ.get("MURA_MT_AUTH"))
+    try:  # a malformed users file stops the app before anything loads
+        web = WebAccess.from_args(args, os.environ.get("MURA_MT_AUTH"))
     except AuthError as err:
         parser.error(str(err))
-    node_options = _site_options(parser, args, credentials)
+    node_options = _site_options(parser, args, web.access.enabled)
     checkpoint = resolve_checkpoint_arg(args.checkpoint)
     # Gradio's MCP route does not go through the login, so a protected app must not open it.
-    serve_mcp = not args.no_mcp and not credentials
-    if credentials and not args.no_mcp:
+    serve_mcp = not args.no_mcp and not web.access.enabled
+    if web.access.enabled and not args.no_mcp:
         print("mura-mt: the MCP tools are off because a login is configured (the MCP route has no login).")
     # The start-up line names the runtime, precision, threads and CPU features chosen (mura_mt.inference.runners).
-    library_log = logging.getLogger("mura_mt")
-    library_log.setLevel(logging.INFO)
-    library_log.addHandler(logging.StreamHandler())
+    logging.getLogger("mura_mt").setLevel(logging.INFO)
+    logging.getLogger("mura_mt").addHandler(logging.StreamHandler())
     precision = args.precision
     if precision == "auto" and on_zero_gpu():
         # ZeroGPU's cards (H200 slices) compute bf16 natively, and CUDA cannot be queried outside @spaces.GPU.
@@ -177,29 +180,30 @@ def main(argv: list[str] | None = None) -> None:
     site = None
     if args.worklist_db:
         try:
-            site = start_site(args, node_options, predictor, checkpoint)
+            site = start_site(args, node_options, predictor, checkpoint, access=web.access)
         except (ConnectionError, RuntimeError, ValueError, OSError) as err:
             parser.error(str(err))
-    audit = site.audit if site else None
-    demo = build_demo(predictor, examples, args.concurrency, args.time_limit, site=site)
+    web.open(site.audit if site else None, args.audit_log)
+    demo = build_demo(predictor, examples, args.concurrency, args.time_limit, site=site, access=web)
     try:
-        _launch(demo, args, check_login(credentials, audit) if credentials else None, serve_mcp)
+        _launch(demo, args, web, serve_mcp)
     finally:
         if site is not None:
             site.stop()
 
 
-def _site_options(parser: argparse.ArgumentParser, args, credentials) -> NodeOptions | None:
+def _site_options(parser: argparse.ArgumentParser, args, login: bool) -> NodeOptions | None:
     """Refuse what would expose patient data; the node's options when this process is also a node."""
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         parser.error("HTTPS needs --ssl-certfile and --ssl-keyfile together")
     if (args.dicom_port is not None or args.hl7_port is not None) and not args.worklist_db:
         parser.error("--dicom-port and --hl7-port need --worklist-db: the store of the studies and their labels")
     if args.worklist_db and not is_loopback(args.host):
-        if not credentials:
+        if not login:
             parser.error(
-                f"the worklist shows patients' names and ids, so on --host {args.host} it needs a login: set "
-                "MURA_MT_AUTH=user:password or --auth-file FILE (or serve on 127.0.0.1)"
+                f"the worklist shows patients' names and ids, so on --host {args.host} it needs a login: "
+                "--auth-file FILE (scripts/users.py), --trusted-proxy ADDR for the hospital's single sign-on, or "
+                "MURA_MT_AUTH=user:password for a demo (or serve on 127.0.0.1)"
             )
         if not args.ssl_certfile and not args.behind_https_proxy:
             parser.error(
@@ -214,10 +218,10 @@ def _site_options(parser: argparse.ArgumentParser, args, credentials) -> NodeOpt
         parser.error(str(err))
 
 
-def _launch(demo: gr.Blocks, args: argparse.Namespace, login, serve_mcp: bool) -> None:
-    """Serve until stopped: a bounded queue, no file route beyond Gradio's own uploads, the login when configured,
-    HTTPS with --ssl-certfile (Gradio's own check that the server is up then skips verifying the certificate: a
-    site's own CA is not in its trust store)."""
+def _launch(demo: gr.Blocks, args: argparse.Namespace, web: WebAccess, serve_mcp: bool) -> None:
+    """Serve until stopped: a bounded queue, no file route beyond Gradio's own uploads, the login and the
+    hospital's proxy when configured (``web.login``), HTTPS with --ssl-certfile (Gradio's own check that the server
+    is up then skips verifying the certificate: a site's own CA is not in its trust store)."""
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=args.concurrency, api_open=False)
     blocked = [str(HERE / "checkpoints"), str(HERE / "data"), str(HERE / "runs"), str(Path.home())]
     demo.launch(
@@ -233,8 +237,7 @@ def _launch(demo: gr.Blocks, args: argparse.Namespace, login, serve_mcp: bool) -
         allowed_paths=[],
         blocked_paths=blocked,
         footer_links=["api"],
-        auth=login,
-        auth_message="mura-mt: sign in to use this research demo." if login else None,
+        **web.launch_options(),
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         ssl_verify=not args.ssl_certfile,

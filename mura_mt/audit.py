@@ -26,7 +26,13 @@ ACTIONS = (
     "instance received",
     "answer sent",
     "association refused",
+    "login",
     "login failed",
+    "login throttled",
+    "logout",
+    "access refused",
+    "identity header refused",
+    "connection refused",
 )
 FIELDS = ("time", "user", "remote", "action", "study_uid", "detail")
 

@@ -2,7 +2,7 @@
 --store-dir DIR --return-to AET@HOST:PORT [--dicomweb URL] [--quiet-seconds S] [--allow AET[@HOST],...]
 [--host H] [--max-store-gb G] [--max-associations N] [--retain-hours H] [--runtime ...] [--precision ...]
 [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--audit-log FILE] [--hl7-port PORT [--hl7-allow APP[@HOST],...]
-[--hl7-labels FILE.yaml]] [--metrics-port PORT [--metrics-host H] [--metrics-public]]
+[--hl7-labels FILE.yaml] [--hl7-tls]] [--metrics-port PORT [--metrics-host H] [--metrics-public] [--auth-file FILE]]
 
 Register it in the PACS (or Orthanc: "DicomModalities") as AET at this host and PORT, route studies to it, and let it
 send to --return-to. It answers C-ECHO, receives studies by C-STORE (written durably before the success status),
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     add_node_options(parser)
     add_hl7_options(parser)
     add_metrics_options(parser)
+    parser.add_argument("--auth-file", default=None,
+                        help="the users file (scripts/users.py): /metrics then answers its monitor users only")  # fmt: skip
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args(argv)

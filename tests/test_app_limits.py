@@ -16,33 +16,18 @@ import pytest
 
 from app import build_demo
 from mura_mt import Predictor
-from mura_mt.web.login import AuthError, load_credentials
+from mura_mt.access.users import Users, UsersFileError
 from tests.conftest import REPO, free_port, running_app
 
 
-def test_credentials_come_from_a_file_or_the_environment(tmp_path):
-    auth_file = tmp_path / "users.txt"
-    auth_file.write_text("# who may sign in\nalice:pa:ss:word\n\nbob:two words\n")
-    assert load_credentials(str(auth_file), "ignored:when-a-file-is-given") == {
-        "alice": "pa:ss:word",
-        "bob": "two words",
-    }
-    assert load_credentials(None, "carol:one, dave:two") == {"carol": "one", "dave": "two"}
-    assert load_credentials(None, None) is None and load_credentials(None, "") is None
-
-
-@pytest.mark.parametrize(
-    ("content", "where"),
-    [("alice-without-password-SECRET\n", "line 1"), ("ok:fine\n:nouser-SECRET\n", "line 2"), ("# only comments\n", "")],
-)
-def test_malformed_logins_are_refused_without_echoing_secrets(tmp_path, content, where):
-    auth_file = tmp_path / "users.txt"
-    auth_file.write_text(content)
-    with pytest.raises(AuthError) as err:
-        load_credentials(str(auth_file), None)
-    assert "SECRET" not in str(err.value) and where in str(err.value)
-    with pytest.raises(AuthError, match="entry 2"):
-        load_credentials(None, "a:b,c-SECRET")
+def test_demo_logins_come_from_the_environment_and_malformed_ones_are_refused_without_echoing_secrets():
+    """MURA_MT_AUTH (plain passwords, for loopback demos and Spaces secrets); the users file is test_access's."""
+    users = Users.from_plain("carol:one, dave:two:three")
+    assert users.verify("carol", "one").roles == {"reader"} and users.verify("dave", "two:three") is not None
+    assert users.verify("carol", "two") is None
+    with pytest.raises(UsersFileError, match="entry 2") as err:
+        Users.from_plain("a:b,c-SECRET")
+    assert "SECRET" not in str(err.value)
 
 
 @pytest.mark.slow
@@ -82,7 +67,7 @@ def test_malformed_login_stops_the_app_before_it_serves(tmp_path):
         timeout=120,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    assert done.returncode != 0 and "line 2 is not of the form user:password" in done.stderr
+    assert done.returncode != 0 and "line 1: the second field is not an Argon2id or bcrypt hash" in done.stderr
     assert "TOPSECRET" not in done.stderr + done.stdout
 
 

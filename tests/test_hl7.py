@@ -151,3 +151,49 @@ def test_a_label_acknowledged_before_a_kill_9_is_attached_when_its_study_comes(s
         assert found is not None and (found["label"], found["source"], found["accession"]) == (1, "ris", accession)
     finally:
         stop_node(node)
+
+
+def test_with_hl7_tls_a_plain_sender_is_refused_and_a_tls_sender_with_the_sites_certificate_is_acked(tmp_path):
+    """MLLP over TLS (--hl7-tls): python-hl7's plain mllp_send gets no ACK and changes nothing; python's ssl around
+    MLLP frames (not the listener's code), with a certificate of the site's CA, gets AA and the label; a certificate
+    of another CA is refused at the handshake. Each refusal is audited."""
+    import ssl
+
+    from mura_mt.audit import AuditLog, read_audit
+    from mura_mt.dicom_node.tls import TlsFiles
+    from tests.certificates import make_pki
+
+    pki = make_pki(tmp_path / "pki", ("node", "ris"))
+    store = WorklistStore(tmp_path / "worklist.sqlite", node="NODEA")
+    answered(store, "1.2.826.0.1.1", 1.0, 0.9, True)
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    listener = Hl7Listener(SiteLabels(store), "127.0.0.1", 0, audit=audit,
+                           tls=TlsFiles(*pki["node"], pki["ca"]))  # fmt: skip
+    listener.start()
+    try:
+        frame = b"\x0b" + oru("T1", "A-1.2.826.0.1.1", flag="A").encode() + b"\x1c\r"
+        with tempfile.NamedTemporaryFile(suffix=".hl7") as batch:
+            batch.write(frame)
+            batch.flush()
+            plain = subprocess.run([str(MLLP_SEND), "--port", str(listener.port), "--file", batch.name, "127.0.0.1"],
+                                   capture_output=True, timeout=60)  # fmt: skip
+        assert b"MSA|" not in plain.stdout  # no ACK in clear text, and no label
+        assert SiteLabels(store).current("1.2.826.0.1.1") is None
+
+        def tls_send(certificate: tuple) -> bytes:
+            context = ssl.create_default_context(cafile=str(pki["ca"]))
+            context.load_cert_chain(*certificate)
+            with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as secure:
+                    secure.sendall(frame)
+                    return secure.recv(4096)
+
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            tls_send(pki["rogue"])  # TLS 1.3 reports the refused client certificate at the first read
+        assert SiteLabels(store).current("1.2.826.0.1.1") is None
+        assert b"MSA|AA|T1|" in tls_send(pki["ris"])
+        assert SiteLabels(store).current("1.2.826.0.1.1")["label"] == 1
+    finally:
+        listener.stop()
+    refused = [e for e in read_audit(tmp_path / "audit.jsonl") if e["action"] == "connection refused"]
+    assert len(refused) == 2 and all("TLS handshake failed" in e["detail"] for e in refused)

@@ -24,6 +24,8 @@ ALLOWED = {
     "config": set(),
     "hardware": set(),
     "audit": set(),  # the trail of patient data that the node and the web app both write
+    # who may do what: the web app's login and roles, and the node's /metrics login, share one implementation
+    "access": {"audit"},
     "model": {"labels", "config"},
     "imaging": set(),
     "data": {"labels", "config", "imaging"},
@@ -32,8 +34,9 @@ ALLOWED = {
     # training reads data, exports through inference's checkpoint format and picks epochs by evaluation's metrics
     "training": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "evaluation"},
     # the node scores its answers against the site's labels with evaluation's metrics (one implementation)
-    "dicom_node": {"labels", "config", "hardware", "model", "audit", "imaging", "inference", "evaluation"},
-    "web": {"labels", "config", "hardware", "model", "audit", "imaging", "inference", "dicom_node", "evaluation"},
+    "dicom_node": {"labels", "config", "hardware", "model", "audit", "access", "imaging", "inference", "evaluation"},
+    "web": {"labels", "config", "hardware", "model", "audit", "access", "imaging", "inference", "dicom_node",
+            "evaluation"},
     "bench": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "training", "dicom_node"},
     # the package's public surface, loaded lazily
     "mura_mt": {"labels", "config", "model", "imaging", "inference"},

@@ -1,17 +1,25 @@
 """/metrics for the hospital's monitoring: a REAL Prometheus server (Debian's, with its own config and data folder)
-scrapes the endpoint and its query API returns the counts the worklist holds."""
+scrapes the endpoint over HTTPS with a monitor user's basic auth, and its query API returns the counts the worklist
+holds; without the monitor's credentials the endpoint answers nothing."""
 
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 
+import httpx
 import pytest
 
+from mura_mt.access.gate import Access
+from mura_mt.access.users import Account, Users, hash_password, write_accounts
+from mura_mt.audit import AuditLog, read_audit
 from mura_mt.dicom_node.monitoring import DriftMonitor, SiteMetrics
+from mura_mt.dicom_node.tls import TlsFiles
+from tests.certificates import make_pki
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.evaluation.drift import load_reference
 from tests.conftest import REPO, free_port
@@ -44,12 +52,29 @@ def test_a_real_prometheus_scrapes_the_counts_the_worklist_holds(tmp_path):
     metrics.analysis_seconds.observe(0.4)
     with pytest.raises(ValueError, match="--metrics-public"):
         metrics.serve(free_port(), "0.0.0.0")
+    users = tmp_path / "users.txt"
+    write_accounts(users, [Account("mon", hash_password("monitor-secret"), frozenset({"monitor"})),
+                           Account("ana", hash_password("reader-secret"), frozenset({"reader"}))])  # fmt: skip
+    pki = make_pki(tmp_path / "pki", ("node",))
+    access = Access(Users.load(users), audit=AuditLog(tmp_path / "audit.jsonl"))
     target = free_port()
-    metrics.serve(target)
+    metrics.serve(target, access=access, tls=TlsFiles(*pki["node"], pki["ca"]))
+    url = f"https://127.0.0.1:{target}/metrics"
+    ca = ssl.create_default_context(cafile=str(pki["ca"]))
+    assert httpx.get(url, verify=ca).status_code == 401  # no credentials
+    assert httpx.get(url, verify=ca, auth=("mon", "wrong")).status_code == 401
+    assert httpx.get(url, verify=ca, auth=("ana", "reader-secret")).status_code == 403  # not a monitor
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url.replace("https", "http"), timeout=5)  # no clear-text HTTP
+    audited = [(e["action"], e["user"]) for e in read_audit(tmp_path / "audit.jsonl")]
+    assert audited == [("login failed", "mon"), ("access refused", "ana")]
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: mura-mt\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+        "scrape_configs:\n  - job_name: mura-mt\n    scheme: https\n"
+        f"    tls_config: {{ca_file: '{pki['ca']}'}}\n"
+        "    basic_auth: {username: mon, password: monitor-secret}\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
     )
     port = free_port()
     log = open(tmp_path / "prometheus.log", "w")

@@ -16,6 +16,6 @@ the Predictor imports none of them:
   ``hl7_listener``: the RIS's final reports over MLLP; ``monitoring``: Prometheus ``/metrics`` and the drift monitor.
 - ``node``: the whole node assembled, and the site services (``start_site``) the app runs beside its worklist.
 
-May import ``inference``, ``imaging``, ``evaluation`` (the site's figures and drift statistics) and the shared root
-modules; never ``web`` or ``training``.
+May import ``inference``, ``imaging``, ``evaluation`` (the site's figures and drift statistics), ``access`` (the
+monitor users of /metrics) and the shared root modules; never ``web`` or ``training``.
 """

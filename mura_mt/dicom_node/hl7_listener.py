@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.labels import LabelError, SiteLabels, parse_label
+from mura_mt.dicom_node.tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def add_hl7_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hl7-labels", default=None, help="YAML: coded OBX-5 values and report-text patterns -> abnormal / normal"
     )
+    parser.add_argument("--hl7-tls", action="store_true",
+                        help="MLLP over TLS only, with the --tls-* files (the RIS presents a certificate the CA signed)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -232,15 +235,26 @@ class Hl7Listener:
     """A threaded MLLP server recording the RIS's labels in ``labels``' store; ``start`` / ``stop``."""
 
     def __init__(self, labels: SiteLabels, host: str, port: int, allow: tuple[str, ...] = (),
-                 rules: LabelRules | None = None, audit: AuditLog | None = None, on_message=None):  # fmt: skip
-        """``on_message(outcome)``: called with ``accepted`` or ``rejected`` after each message (the metrics)."""
+                 rules: LabelRules | None = None, audit: AuditLog | None = None, on_message=None,
+                 tls: TlsFiles | None = None):  # fmt: skip
+        """``on_message(outcome)``: called with ``accepted`` or ``rejected`` after each message (the metrics).
+        ``tls``: MLLP over TLS only (IHE ATNA's secure node): the peer must present a certificate the CA signed; a
+        plain connection, or one without such a certificate, is closed after the failed handshake and audited."""
         self.labels, self.allow, self.rules, self.audit = labels, allow, rules or LabelRules(), audit
         self.on_message = on_message or (lambda outcome: None)
+        self.tls = tls
+        context = tls.server_context() if tls is not None else None
         listener = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
-                listener._serve(self.request, self.client_address[0])
+                peer = self.client_address[0]
+                sock = self.request
+                if context is not None:
+                    sock = listener._handshake(context, sock, peer)
+                    if sock is None:
+                        return
+                listener._serve(sock, peer)
 
         self.server = _Server((host, port), Handler)
         self.port = self.server.server_address[1]
@@ -249,11 +263,26 @@ class Hl7Listener:
     def start(self) -> None:
         self._thread = threading.Thread(target=self.server.serve_forever, name="mura-mt-hl7", daemon=True)
         self._thread.start()
-        logger.info(f"HL7 listener (ORU^R01 over MLLP) on {self.server.server_address[0]}:{self.port}")
+        secure = " over TLS" if self.tls is not None else ""
+        logger.info(f"HL7 listener (ORU^R01 over MLLP{secure}) on {self.server.server_address[0]}:{self.port}")
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def _handshake(self, context, sock: socket.socket, peer: str):
+        """The TLS socket, or None (logged and audited) when the peer does not speak TLS with a good certificate."""
+        import ssl
+
+        try:
+            sock.settimeout(IDLE_TIMEOUT_S)
+            return context.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError) as err:
+            reason = getattr(err, "reason", None) or str(err) or type(err).__name__
+            logger.warning(f"refused an HL7 connection from {peer}: TLS handshake failed ({reason})")
+            if self.audit is not None:
+                self.audit.record("connection refused", "", peer, None, f"HL7: TLS handshake failed ({reason})")
+            return None
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         """Read framed messages until the peer closes; bytes outside a frame are skipped, an oversized or stalled
@@ -337,9 +366,13 @@ def listener_from_args(args, store, audit: AuditLog | None, on_message=None) -> 
     for entry in allow:
         if not entry.partition("@")[0]:
             raise ValueError(f"--hl7-allow entry {entry!r}: name the sending application (MSH-3), APP[@HOST]")
+    tls = None
+    if getattr(args, "hl7_tls", False):
+        tls = TlsFiles.from_args(args)
+        if tls is None:
+            raise ValueError("--hl7-tls needs the TLS files: --tls-cert, --tls-key and --tls-ca")
     try:
-        return Hl7Listener(
-            SiteLabels(store), args.hl7_host, args.hl7_port, allow, LabelRules.load(args.hl7_labels), audit, on_message
-        )
+        return Hl7Listener(SiteLabels(store), args.hl7_host, args.hl7_port, allow, LabelRules.load(args.hl7_labels),
+                           audit, on_message, tls)  # fmt: skip
     except OSError as err:
         raise ValueError(f"--hl7-port {args.hl7_port}: {err}") from err

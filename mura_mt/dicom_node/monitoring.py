@@ -13,10 +13,12 @@ import logging
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mura_mt.access.gate import Access
+from mura_mt.access.roles import METRICS
 from mura_mt.dicom_node.store import STATUSES, WorklistStore
 from mura_mt.evaluation.drift import WINDOW_DAYS, WINDOW_STUDIES, check_drift
 from mura_mt.inference.ood import WARNING as UNLIKE_TRAINING
@@ -133,19 +135,91 @@ class SiteMetrics:
     def hl7_message(self, outcome: str) -> None:
         self.hl7_messages.labels(outcome).inc()
 
-    def serve(self, port: int, host: str = "127.0.0.1", public: bool = False) -> None:
-        """Serve ``/metrics`` on ``host:port``; off loopback only with ``public`` (counts only, but the operator
-        says so)."""
-        if not public and not _is_loopback(host):
-            raise ValueError(f"--metrics-host {host} is off loopback: add --metrics-public (the endpoint has no login; "
-                             "it serves counts only, no patient data)")  # fmt: skip
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        logger.info(f"Prometheus metrics on http://{host}:{port}/metrics")
+    def serve(self, port: int, host: str = "127.0.0.1", public: bool = False, access: Access | None = None,
+              tls=None) -> None:  # fmt: skip
+        """Serve ``/metrics`` on ``host:port``. With ``access`` (a users file), only a ``monitor`` user's HTTP basic
+        auth is answered (failures throttled and audited as the app's logins are); without one, off loopback only
+        with ``public`` (counts only, but the operator says so). ``tls`` (``dicom_node.tls.TlsFiles``): HTTPS with
+        the node's certificate, so the basic auth never crosses the network in clear."""
+        from wsgiref.simple_server import make_server
+
+        from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+
+        login = access is not None and access.users is not None
+        if not public and not login and not _is_loopback(host):
+            raise ValueError(f"--metrics-host {host} is off loopback: add --metrics-public (the endpoint has no login "
+                             "without --auth-file; it serves counts only, no patient data)")  # fmt: skip
+        app = make_wsgi_app(self.registry)
+        if login:
+            app = _basic_auth(app, access)
+        self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_quiet_handler())
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(tls.cert, tls.key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        threading.Thread(target=self._server.serve_forever, name="mura-mt-metrics", daemon=True).start()
+        scheme = "https" if tls is not None else "http"
+        logger.info(f"Prometheus metrics on {scheme}://{host}:{port}/metrics"
+                    f"{' (monitor users only)' if login else ''}")  # fmt: skip
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def _basic_auth(app, access: Access):
+    """Answer only requests with a ``monitor`` user's HTTP basic auth; 401 (with the challenge) otherwise, 429 while
+    the user or the address is locked out. Successful scrapes are not audited (one every 15 s says nothing)."""
+    import base64
+    import binascii
+
+    def guarded(environ, start_response):
+        address = environ.get("REMOTE_ADDR")
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, encoded = header.partition(" ")
+        user = password = None
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user = None
+        if user is None:
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="mura-mt metrics"'),
+                                                ("Content-Type", "text/plain")])  # fmt: skip
+            return [b"/metrics needs a monitor user's basic auth\n"]
+        outcome = access.authenticate(user, password, address, what="/metrics")
+        if outcome.account is None:
+            if outcome.retry_after_s > 0:
+                start_response("429 Too Many Requests", [("Retry-After", str(int(outcome.retry_after_s + 0.999))),
+                                                         ("Content-Type", "text/plain")])  # fmt: skip
+            else:
+                start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="mura-mt metrics"'),
+                                                    ("Content-Type", "text/plain")])  # fmt: skip
+            return [outcome.message.encode() + b"\n"]
+        from mura_mt.access.gate import Identity
+
+        refused = access.refusal(Identity(outcome.account.name, outcome.account.roles, "login"), METRICS, address,
+                                 "/metrics")  # fmt: skip
+        if refused:
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [refused.encode() + b"\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def _quiet_handler():
+    from wsgiref.simple_server import WSGIRequestHandler
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):  # a scrape every 15 s is not news
+            pass
+
+    return Quiet
 
 
 def add_metrics_options(parser) -> None:

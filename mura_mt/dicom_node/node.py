@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mura_mt.access.gate import Access
+from mura_mt.access.users import Users
 from mura_mt.audit import AuditLog, default_audit_path
 from mura_mt.dicom_node.delivery import Deliverer, Destination
 from mura_mt.dicom_node.hl7_listener import listener_from_args
@@ -160,10 +162,11 @@ class Site:
 
 
 def start_site(args, node_options: NodeOptions | None, predictor, checkpoint, audit: AuditLog | None = None,
-               store: WorklistStore | None = None) -> Site:  # fmt: skip
+               store: WorklistStore | None = None, access: Access | None = None) -> Site:  # fmt: skip
     """Start what the options ask for around the worklist ``args.worklist_db``: the node (``node_options``), the
-    HL7 listener (--hl7-port) and /metrics (--metrics-port). ValueError, ConnectionError or RuntimeError say why
-    not."""
+    HL7 listener (--hl7-port, over TLS with --hl7-tls) and /metrics (--metrics-port; a ``monitor`` user's basic auth
+    when ``access`` has a users file or --auth-file names one, HTTPS with the --tls-* files). ValueError,
+    ConnectionError or RuntimeError say why not."""
     store = store or WorklistStore(args.worklist_db, node=node_options.ae_title if node_options else "app")
     audit = audit or AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
     drift = DriftMonitor(store, load_reference(checkpoint if Path(str(checkpoint)).is_dir() else None))
@@ -178,6 +181,10 @@ def start_site(args, node_options: NodeOptions | None, predictor, checkpoint, au
     for service in services:
         service.start()
     if args.metrics_port is not None:
-        metrics.serve(args.metrics_port, args.metrics_host, args.metrics_public)
+        if access is None and getattr(args, "auth_file", None):
+            access = Access(Users.load(args.auth_file))
+        if access is not None and access.audit is None:
+            access.audit = audit
+        metrics.serve(args.metrics_port, args.metrics_host, args.metrics_public, access, TlsFiles.from_args(args))
         services.append(metrics)
     return Site(store, audit, drift, metrics, services)

@@ -11,10 +11,13 @@ import time
 
 import gradio as gr
 
+from mura_mt.access.gate import Access
+from mura_mt.access.roles import WORKLIST
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.evaluation.site import MIN_STUDIES, TOO_FEW
+from mura_mt.web.login import WebAccess
 from mura_mt.web.worklist import parse_since
 
 WINDOWS = {"last 7 days": 7, "last 30 days": 30, "last 90 days": 90, "all": None}
@@ -50,14 +53,17 @@ def drift_banner(drift: dict) -> str:
     return f"⚠️ **Drift alarm** over the last {drift['window']['studies']} studies: {named}."
 
 
-def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, refresh_s: float = REFRESH_S) -> None:
-    """Build the tab (inside ``gr.Tabs``) and the ``/performance`` endpoint inside ``demo``."""
+def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, refresh_s: float = REFRESH_S,
+                    access: WebAccess | None = None) -> None:  # fmt: skip
+    """Build the tab (inside ``gr.Tabs``) and the ``/performance`` endpoint inside ``demo``; ``access``: readers
+    only, the others refused (audited)."""
+    access = access or WebAccess(Access())
     from mura_mt.evaluation.report import html_table
     from mura_mt.evaluation.site_report import HEADER, metric_rows, reliability_figure
 
     labels = SiteLabels(store)
 
-    def performance(since: str = "", until: str = "", source: str = "any") -> dict:
+    def performance(since: str = "", until: str = "", source: str = "any", request: gr.Request = None) -> dict:
         """The site's own accuracy, from the labels that came back (the reader's reads, the RIS's reports,
         imported files), with 95% bootstrap intervals, and the drift monitor's statistics. No patient data.
 
@@ -71,10 +77,22 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
                 accuracy, each with _ci95, n_studies, n_positive and judgement: "too few to judge" below 20
                 labelled studies), coverage, agreement, window, bootstrap and drift.
         """
+        access.require(request, WORKLIST, "/performance")
         try:
             return site_performance(labels, parse_since(since), parse_since(until), source, drift_monitor)
         except (ValueError, LabelError, StoreUnavailable) as err:
             raise gr.Error(str(err)) from None
+
+    def shown(window: str, source: str, seen, request: gr.Request):
+        refusal = access.refusal(request, WORKLIST, "the site's performance")
+        if refusal is not None:
+            return "", f"🔒 **{html.escape(refusal)}**", "", "", None
+        return render(window, source, seen)
+
+    def tick(window: str, source: str, seen, request: gr.Request):
+        if not access.allows(request, WORKLIST):  # the page's own timer: neither a use of the session nor audited
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return render(window, source, seen, force=False)
 
     def render(window: str, source: str, seen, force: bool = True):
         try:
@@ -119,8 +137,8 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
 
     outputs = [alarm, summary, table, reliability, seen]
     quiet = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
-    demo.load(render, [window, source, seen], outputs, **quiet)
-    timer.tick(lambda w, s, v: render(w, s, v, force=False), [window, source, seen], outputs, **quiet)
-    window.change(render, [window, source, seen], outputs, **quiet)
-    source.change(render, [window, source, seen], outputs, **quiet)
+    demo.load(shown, [window, source, seen], outputs, **quiet)
+    timer.tick(tick, [window, source, seen], outputs, **quiet)
+    window.change(shown, [window, source, seen], outputs, **quiet)
+    source.change(shown, [window, source, seen], outputs, **quiet)
     api_button.click(performance, [since_in, until_in, source_in], out, api_name="performance")

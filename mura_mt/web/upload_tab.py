@@ -17,11 +17,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from mura_mt.access.gate import Access
+from mura_mt.access.roles import ANALYSE
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
 from mura_mt.inference.explain import overlay
 from mura_mt.inference.operating_points import OperatingPoints
 from mura_mt.inference.predictor import Predictor, StudyPrediction
 from mura_mt.labels import BODY_PARTS
+from mura_mt.web.login import WebAccess
 from mura_mt.web.pictures import PictureFiles
 from mura_mt.web.zerogpu import on_gpu, on_zero_gpu
 
@@ -42,7 +45,8 @@ class UploadTab:
     """The tab's handlers around one Predictor, ``concurrency`` analyses at a time, each cut off after
     ``time_limit`` seconds. ``render`` lays out the tab and its /predict_study; ``render_api`` adds /predict."""
 
-    def __init__(self, predictor: Predictor, concurrency: int, time_limit: float):
+    def __init__(self, predictor: Predictor, concurrency: int, time_limit: float, access: WebAccess | None = None):
+        """``access``: who may analyse (every role but ``monitor``); without it, everyone."""
         self.concurrency = concurrency
         self.time_limit = time_limit
         self.pictures = PictureFiles()
@@ -52,7 +56,8 @@ class UploadTab:
         self._analyse = on_gpu(
             lambda images, body_part, explain: predictor.predict_study(images, body_part, explain=explain), time_limit
         )
-        self.predict_study, self.predict = _endpoints(self._guarded, self.pictures, predictor.serving.operating_points)
+        self.predict_study, self.predict = _endpoints(self._guarded, self.pictures, predictor.serving.operating_points,
+                                                      access or WebAccess(Access()))  # fmt: skip
 
     def _guarded(self, images, body_part: str, explain: bool) -> StudyPrediction:
         # The request's context goes along: ZeroGPU reads the Gradio request from it to schedule a GPU.
@@ -146,11 +151,16 @@ class UploadTab:
             )
 
 
-def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoints | None):
+def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoints | None, access: WebAccess):
     """/predict_study and /predict as closures over the guarded analysis: Gradio reads their names, signatures and
-    docstrings (the MCP tools' descriptions)."""
+    docstrings (the MCP tools' descriptions). The request (not part of the API) says who asks; ``None`` is the app
+    itself, answering its examples at start-up."""
 
-    def predict_study(files, body_part: str, explain: bool) -> tuple[dict, list, str, dict]:
+    def allowed(request: gr.Request | None) -> None:
+        if request is not None:
+            access.require(request, ANALYSE, "the analysis of images")
+
+    def predict_study(files, body_part: str, explain: bool, request: gr.Request = None) -> tuple[dict, list, str, dict]:
         """Screen ONE radiograph study (several views of one body part of one patient) for musculoskeletal
         abnormality with a model trained on MURA-style upper-extremity radiographs (elbow, finger, forearm, hand,
         humerus, shoulder, wrist). A research tool, not a diagnosis: never present its answer as a medical
@@ -172,6 +182,7 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
             verdict: the verdict in words, warnings first.
             body_part_probabilities: the study's body-part probabilities.
         """
+        allowed(request)
         paths = _paths(files)
         images = [_load(path) for path in paths]
         result = guarded(images, body_part, explain)
@@ -184,7 +195,7 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
                 gallery.append((pictures.write(shown), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
         return result.to_dict(), gallery, verdict_markdown(result, operating_points), result.part_probs
 
-    def predict(file, body_part: str, explain: bool):
+    def predict(file, body_part: str, explain: bool, request: gr.Request = None):
         """Screen ONE upper-extremity radiograph for musculoskeletal abnormality with a model trained on
         MURA-style radiographs (elbow, finger, forearm, hand, humerus, shoulder, wrist). A research tool, not a
         diagnosis: never present its answer as a medical finding. Read `warnings` first: "looks unlike the images
@@ -201,6 +212,7 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
                 unlike_training (above 1: unlike the training images) and triage (null without operating points).
             overlay: the Grad-CAM overlay as a PNG (the image itself when explain is off).
         """
+        allowed(request)
         image = _load(_paths(file)[0])
         result = guarded([image], body_part, explain).views[0]
         shown = overlay(image, result.heatmap) if result.heatmap is not None else image

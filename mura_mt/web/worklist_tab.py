@@ -14,11 +14,14 @@ import time
 
 import gradio as gr
 
+from mura_mt.access.gate import Access
+from mura_mt.access.roles import WORKLIST
 from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.labels import BODY_PARTS
+from mura_mt.web.login import WebAccess
 from mura_mt.web.performance_tab import drift_banner
 from mura_mt.web.worklist import StudyViews, answer_of, api_rows, table_html, warnings_of
 
@@ -56,11 +59,15 @@ table.worklist tr.selected { outline: 2px solid var(--color-accent); outline-off
 
 
 def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: float = REFRESH_S,
-                 page_size: int = PAGE_SIZE, audit: AuditLog | None = None, drift_monitor=None) -> None:  # fmt: skip
+                 page_size: int = PAGE_SIZE, audit: AuditLog | None = None, drift_monitor=None,
+                 access: WebAccess | None = None) -> None:  # fmt: skip
     """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside ``demo``. With ``audit``,
     what a person asks for is recorded under their login before it is shown: the list (opened, a page turned, the
     API), a study opened, a study marked (un)read. The automatic refreshes of an open page are not. A drift alarm of
-    ``drift_monitor`` (``dicom_node.monitoring.DriftMonitor``) is shown above the list."""
+    ``drift_monitor`` (``dicom_node.monitoring.DriftMonitor``) is shown above the list. ``access``: only readers
+    see the list, its studies and record reads; anyone else is refused (in the page and the API), and the refusal is
+    audited."""
+    access = access or WebAccess(Access())
     views = StudyViews(store, predictor)
     labels = SiteLabels(store)
 
@@ -93,19 +100,36 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
             return gr.skip(), f"⚠️ **{html.escape(str(err))}** ({when}); the list below may be out of date.", page, None
         return rows, summary, page, version
 
+    def refused(request: gr.Request, page: int):
+        """The listing's outputs when the user may not see the list (None: they may)."""
+        refusal = access.refusal(request, WORKLIST, "the worklist")
+        return None if refusal is None else ("", f"🔒 **{html.escape(refusal)}**", page, None)
+
     def opened(page: int, seen, selected: str | None, request: gr.Request):
+        if (refusal := refused(request, page)) is not None:
+            return refusal
         record("worklist listed", request, detail=f"page {page + 1}")
         return refresh(page, seen, selected)
 
+    def tick(page: int, seen, selected: str | None, request: gr.Request):
+        if not access.allows(request, WORKLIST):  # the page's own timer: neither a use of the session nor audited
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return refresh(page, seen, selected)
+
     def previous_page(page: int, selected: str | None, request: gr.Request):
+        if (refusal := refused(request, page)) is not None:
+            return refusal
         record("worklist listed", request, detail=f"page {max(0, page - 1) + 1}")
         return refresh(max(0, page - 1), None, selected, True)
 
     def next_page(page: int, selected: str | None, request: gr.Request):
+        if (refusal := refused(request, page)) is not None:
+            return refusal
         record("worklist listed", request, detail=f"page {page + 2}")
         return refresh(page + 1, None, selected, True)
 
     def show(evt: gr.EventData, request: gr.Request):
+        access.require(request, WORKLIST, "a study of the worklist")
         uid = getattr(evt, "uid", None)
         try:
             study = store.study(uid) if uid else None
@@ -117,6 +141,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         return uid, *_study_panel(study, views, labels), _read_button(study)
 
     def toggle_read(uid: str | None, page: int, request: gr.Request):
+        access.require(request, WORKLIST, "marking studies read")
         try:
             study = store.study(uid) if uid else None
             if study is None:
@@ -144,6 +169,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
                 body_part, abnormal_prob, is_abnormal, triage ("likely normal", "uncertain", "likely abnormal", or
                 null without operating points), warnings (for skipped and failed studies: why) and read.
         """
+        access.require(request, WORKLIST, "/worklist")
         try:
             rows = api_rows(store, status, since, int(limit or PAGE_SIZE), int(offset or 0))
             record("worklist listed", request, detail=f"API: {len(rows)} rows")
@@ -164,6 +190,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         Returns:
             read: the study_uid, label, body_part, source ("reader") and author recorded.
         """
+        access.require(request, WORKLIST, "/record_read")
         author = getattr(request, "username", None) or "anonymous"
         try:
             labels.record(label, "reader", author, study_uid=study_uid, body_part=body_part, note=note)
@@ -222,7 +249,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
     quiet = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
     # Each page load starts from the store as it is then (a private load event: callable values would be MCP tools).
     demo.load(opened, [page, seen, selected], listing, **quiet)
-    timer.tick(refresh, [page, seen, selected], listing, **quiet)
+    timer.tick(tick, [page, seen, selected], listing, **quiet)
     earlier.click(previous_page, [page, selected], listing, **quiet)
     later.click(next_page, [page, selected], listing, **quiet)
     grid.click(show, None, [selected, verdict, pictures, answer, read], api_visibility="private")
