@@ -32,9 +32,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from mura_mt.dicom_node.hl7_listener import add_hl7_options
-from mura_mt.dicom_node.monitoring import add_metrics_options
-from mura_mt.dicom_node.node import NodeOptions, add_node_options, start_site
+from mura_mt.site.hl7_listener import add_hl7_options
+from mura_mt.site.monitoring import add_metrics_options
+from mura_mt.dicom_node.node import NodeOptions, add_node_options
+from mura_mt.site.services import start_site
 from mura_mt.inference.predictor import Predictor
 from mura_mt.web.login import AuthError, WebAccess, add_access_options, is_loopback
 from mura_mt.web.upload_tab import UploadTab

@@ -94,9 +94,9 @@ def _views(args, old: Calibration):
     """(views, where they came from, the window) from the store or an evaluate.py folder."""
     if args.eval:
         return views_from_evaluation(args.eval), f"evaluate.py folder {args.eval}", {}
-    from mura_mt.dicom_node.labels import SiteLabels
+    from mura_mt.site.labels import SiteLabels
     from mura_mt.dicom_node.store import WorklistStore
-    from mura_mt.web.worklist import iso, parse_since
+    from mura_mt.site.window import iso, parse_since
 
     since, until = parse_since(args.since), parse_since(args.until)
     store = WorklistStore(args.db, node="calibrate-site")

@@ -14,8 +14,8 @@ every instance received, answer sent and association refused. The worklist (--db
 several nodes share) is its memory: stop it with Ctrl-C or kill -9 it at any point; started again, it analyses every
 acknowledged study and delivers every answer, once. Nodes on one PostgreSQL never analyse a study twice; the web app
 shows their worklist (python app.py --worklist-db URL). With --hl7-port it also takes the RIS's final reports (HL7
-ORU^R01 over MLLP) as the studies' labels (mura_mt.dicom_node.hl7_listener); with --metrics-port it serves Prometheus
-/metrics (counts, latencies, rolling accuracy, drift; mura_mt.dicom_node.monitoring). Research software: not for diagnostic use.
+ORU^R01 over MLLP) as the studies' labels (mura_mt.site.hl7_listener); with --metrics-port it serves Prometheus
+/metrics (counts, latencies, rolling accuracy, drift; mura_mt.site.monitoring). Research software: not for diagnostic use.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import logging
 import signal
 import threading
 
-from mura_mt.dicom_node.hl7_listener import add_hl7_options
-from mura_mt.dicom_node.monitoring import add_metrics_options
-from mura_mt.dicom_node.node import NodeOptions, add_node_options, start_site
+from mura_mt.site.hl7_listener import add_hl7_options
+from mura_mt.site.monitoring import add_metrics_options
+from mura_mt.dicom_node.node import NodeOptions, add_node_options
+from mura_mt.site.services import start_site
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.inference.predictor import Predictor
 from mura_mt.inference.runners import RUNTIMES

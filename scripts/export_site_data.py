@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from mura_mt.data.index import split_by_patient
-from mura_mt.dicom_node.labels import LabelError
-from mura_mt.dicom_node.site_export import export_labelled, site_key
+from mura_mt.site.labels import LabelError
+from mura_mt.site.export import export_labelled, site_key
 from mura_mt.dicom_node.store import WorklistStore
-from mura_mt.web.worklist import parse_since
+from mura_mt.site.window import parse_since
 
 BURNED_IN = ("The pixels are exported as they are: text burned into the images (names, dates, accession numbers "
              "on the film) is NOT removed. Checking the images before they leave the site is the site's "

@@ -17,7 +17,7 @@ import getpass
 import sys
 from collections import defaultdict
 
-from mura_mt.dicom_node.labels import LabelError, SiteLabels, parse_body_part, parse_label
+from mura_mt.site.labels import LabelError, SiteLabels, parse_body_part, parse_label
 from mura_mt.dicom_node.store import WorklistStore
 
 

@@ -15,13 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from mura_mt.dicom_node.labels import LabelError, SiteLabels
+from mura_mt.site.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.outputs import sent_pictures
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.evaluation.bootstrap import DEFAULT_RESAMPLES
 from mura_mt.evaluation.site import disagreements
 from mura_mt.evaluation.site_report import SHOWN_DISAGREEMENTS, write_site_outputs
-from mura_mt.web.worklist import iso, parse_since
+from mura_mt.site.window import iso, parse_since
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mura_mt.dicom_node.labels import SiteLabels
+from mura_mt.site.labels import SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.inference.calibration import Calibration
 from mura_mt.inference.checkpoint import checkpoint_config, load_checkpoint

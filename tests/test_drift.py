@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from mura_mt.dicom_node.monitoring import DriftMonitor
+from mura_mt.site.monitoring import DriftMonitor
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.evaluation.drift import ALPHA, REFERENCE_FILE, build_reference, check_drift, load_reference
 from mura_mt.inference.ood import WARNING
@@ -93,7 +93,7 @@ def test_the_monitor_reads_the_stores_answers_and_logs_an_alarm(tmp_path, refere
     now = 1_000_000.0 + 3600
     assert monitor.check(now=now)["status"] == "checked" and not monitor.check(now=now)["alarm"]
     answer(*stream(rng, 300, warning_rate=0.2), start=200)
-    with caplog.at_level(logging.WARNING, logger="mura_mt.dicom_node.monitoring"):
+    with caplog.at_level(logging.WARNING, logger="mura_mt.site.monitoring"):
         result = monitor.check(now=now)
     assert result["alarm"] and result["window"]["studies"] == 500
     assert "drift alarm" in caplog.text and "unlike-the-training-images rate" in caplog.text

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mura_mt.dicom_node.hl7_listener import Hl7Listener, LabelRules
-from mura_mt.dicom_node.labels import SiteLabels
+from mura_mt.site.hl7_listener import Hl7Listener, LabelRules
+from mura_mt.site.labels import SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from tests.test_worklist_store import answered, view
 

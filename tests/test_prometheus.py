@@ -17,7 +17,7 @@ import pytest
 from mura_mt.access.gate import Access
 from mura_mt.access.users import Account, Users, hash_password, write_accounts
 from mura_mt.audit import AuditLog, read_audit
-from mura_mt.dicom_node.monitoring import DriftMonitor, SiteMetrics
+from mura_mt.site.monitoring import DriftMonitor, SiteMetrics
 from mura_mt.dicom_node.tls import TlsFiles
 from tests.certificates import make_pki
 from mura_mt.dicom_node.store import WorklistStore

@@ -120,7 +120,7 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
 
 def test_import_labels_reports_matched_unmatched_conflicting_and_malformed_rows(tmp_path, capsys):
     from mura_mt.bench.worklist_fill import fill
-    from mura_mt.dicom_node.labels import SiteLabels
+    from mura_mt.site.labels import SiteLabels
     from mura_mt.dicom_node.store import WorklistStore
     from scripts import import_labels
 

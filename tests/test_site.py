@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from mura_mt.dicom_node.labels import SiteLabels
+from mura_mt.site.labels import SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from tests.browser import chromium
 from tests.test_worklist_store import view

@@ -15,7 +15,7 @@ import torch
 
 from mura_mt.config import load_config
 from mura_mt.data.synthetic_dicom import write_dicom_studies
-from mura_mt.dicom_node.labels import SiteLabels
+from mura_mt.site.labels import SiteLabels
 from mura_mt.dicom_node.store import Instance, WorklistStore
 from mura_mt.inference.checkpoint import checkpoint_config, load_checkpoint
 from tests.conftest import REPO

@@ -5,7 +5,8 @@ import pytest
 
 from mura_mt.bench.worklist_fill import fill
 from mura_mt.dicom_node.store import Instance, WorklistStore
-from mura_mt.web.worklist import API_KEYS, api_rows, parse_since, table_html
+from mura_mt.site.window import parse_since
+from mura_mt.web.worklist import API_KEYS, api_rows, table_html
 
 
 def test_names_from_dicom_headers_are_escaped_in_the_page(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from mura_mt.audit import read_audit
 from mura_mt.bench.worklist_fill import fill
 from mura_mt.data.synthetic_dicom import write_dicom_studies
-from mura_mt.dicom_node.labels import SiteLabels
+from mura_mt.site.labels import SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.web.worklist import API_KEYS
 from tests.browser import chromium

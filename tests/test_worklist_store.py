@@ -310,7 +310,7 @@ def test_while_postgresql_is_down_the_node_refuses_for_now_and_takes_the_study_a
 
 
 def test_labels_supersede_keep_their_history_and_wait_for_their_study(target):
-    from mura_mt.dicom_node.labels import LabelError, SiteLabels
+    from mura_mt.site.labels import LabelError, SiteLabels
 
     store = WorklistStore(target, node="NODEA")
     labels = SiteLabels(store)

@@ -12,10 +12,9 @@ the Predictor imports none of them:
 - ``studies``: a study is answered once quiet, with ``Predictor.predict_study``; ``outputs``: its Secondary
   Captures; ``sr``: its TID 1500 Measurement Report (built, and read back with highdicom); ``delivery``:
   C-STORE/STOW-RS with retries; ``loop``: the background passes they run in; ``tls``: DICOM TLS both ways.
-- ``labels``: the site's ground truth (the reader, the RIS, a file) in the store's tables, with its history;
-  ``hl7_listener``: the RIS's final reports over MLLP; ``monitoring``: Prometheus ``/metrics`` and the drift monitor.
-- ``node``: the whole node assembled, and the site services (``start_site``) the app runs beside its worklist.
+- ``node``: the whole node assembled.
 
-May import ``inference``, ``imaging``, ``evaluation`` (the site's figures and drift statistics), ``access`` (the
-monitor users of /metrics) and the shared root modules; never ``web`` or ``training``.
+What comes back about its answers (labels, HL7, monitoring, the export for fine-tuning) lives in ``mura_mt.site``.
+
+May import ``inference``, ``imaging`` and the shared root modules; never ``web`` or ``training``.
 """

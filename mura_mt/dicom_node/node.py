@@ -1,6 +1,7 @@
 """A whole node, assembled: receiver, study worker and deliverer around one store and one Predictor, plus the
 retention sweep. ``scripts/dicom_node.py`` runs one alone; ``app.py --dicom-port`` runs one beside the web app,
-sharing the app's Predictor. Both take the same options (``add_node_options``)."""
+sharing the app's Predictor. Both take the same options (``add_node_options``); ``site.services.start_site`` starts it
+with the site's other services."""
 
 from __future__ import annotations
 
@@ -11,18 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura_mt.access.gate import Access
-from mura_mt.access.users import Users
-from mura_mt.audit import AuditLog, default_audit_path
+from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.delivery import Deliverer, Destination
-from mura_mt.dicom_node.hl7_listener import listener_from_args
-from mura_mt.dicom_node.monitoring import DriftMonitor, SiteMetrics
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, parse_allow
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.studies import StudyWorker
 from mura_mt.dicom_node.tls import TlsFiles, add_tls_options
-from mura_mt.evaluation.drift import load_reference
 
 logger = logging.getLogger(__name__)
 
@@ -143,48 +139,3 @@ class DicomNode:
                 continue
             if removed:
                 logger.info(f"deleted the received images of {removed} delivered studies (--retain-hours)")
-
-
-@dataclass
-class Site:
-    """What a process that serves a worklist runs beside it: the store, the audit trail, the drift monitor, the
-    metrics, and the services started (the node, the HL7 listener, the metrics server) to ``stop``."""
-
-    store: WorklistStore
-    audit: AuditLog
-    drift: DriftMonitor
-    metrics: SiteMetrics
-    services: list
-
-    def stop(self) -> None:
-        for service in self.services:
-            service.stop()
-
-
-def start_site(args, node_options: NodeOptions | None, predictor, checkpoint, audit: AuditLog | None = None,
-               store: WorklistStore | None = None, access: Access | None = None) -> Site:  # fmt: skip
-    """Start what the options ask for around the worklist ``args.worklist_db``: the node (``node_options``), the
-    HL7 listener (--hl7-port, over TLS with --hl7-tls) and /metrics (--metrics-port; a ``monitor`` user's basic auth
-    when ``access`` has a users file or --auth-file names one, HTTPS with the --tls-* files). ValueError,
-    ConnectionError or RuntimeError say why not."""
-    store = store or WorklistStore(args.worklist_db, node=node_options.ae_title if node_options else "app")
-    audit = audit or AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db))
-    drift = DriftMonitor(store, load_reference(checkpoint if Path(str(checkpoint)).is_dir() else None))
-    metrics = SiteMetrics(store, drift)
-    services: list = []
-    if node_options is not None:
-        services.append(DicomNode(node_options, store, predictor, ModelIdentity.of(checkpoint, node_options.ae_title),
-                                  audit, metrics))  # fmt: skip
-    hl7 = listener_from_args(args, store, audit, metrics.hl7_message)
-    if hl7 is not None:
-        services.append(hl7)
-    for service in services:
-        service.start()
-    if args.metrics_port is not None:
-        if access is None and getattr(args, "auth_file", None):
-            access = Access(Users.load(args.auth_file))
-        if access is not None and access.audit is None:
-            access.audit = audit
-        metrics.serve(args.metrics_port, args.metrics_host, args.metrics_public, access, TlsFiles.from_args(args))
-        services.append(metrics)
-    return Site(store, audit, drift, metrics, services)

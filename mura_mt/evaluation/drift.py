@@ -1,5 +1,5 @@
 """Drift without labels: is the stream of a site's answers still like the validation set the checkpoint was
-fitted on? Pure NumPy/SciPy; the node's store feeds it (``dicom_node.monitoring.DriftMonitor``).
+fitted on? Pure NumPy/SciPy; the node's store feeds it (``site.monitoring.DriftMonitor``).
 
 The reference (``drift_reference.json`` in the checkpoint folder, written at export by running the Predictor over
 the validation studies, the serving path) keeps, per body part, the calibrated study probabilities; the share of

@@ -1,7 +1,7 @@
 """A site's own evidence: its labelled answers scored by the SAME metrics, bootstrap and report pieces as
 ``evaluate.py --report`` (``metrics.binary_metrics``, ``bootstrap.group_intervals``, ``report``'s figures and
 tables), at the study level, which is all a node keeps. The studies come from the worklist store
-(``dicom_node.labels.SiteLabels.labelled_answers``, read by ``scripts/site_report.py`` and the Performance tab);
+(``site.labels.SiteLabels.labelled_answers``, read by ``scripts/site_report.py`` and the Performance tab);
 nothing here touches a database or DICOM.
 """
 

@@ -14,11 +14,11 @@ import gradio as gr
 from mura_mt.access.gate import Access
 from mura_mt.access.roles import WORKLIST
 from mura_mt.dicom_node.database import StoreUnavailable
-from mura_mt.dicom_node.labels import LabelError, SiteLabels
+from mura_mt.site.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.evaluation.site import MIN_STUDIES, TOO_FEW
 from mura_mt.web.login import WebAccess
-from mura_mt.web.worklist import parse_since
+from mura_mt.site.window import parse_since
 
 WINDOWS = {"last 7 days": 7, "last 30 days": 30, "last 90 days": 90, "all": None}
 SOURCES = ("any", "reader", "ris", "import")

@@ -14,42 +14,20 @@ import io
 import json
 import threading
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.studies import is_radiograph
 from mura_mt.inference.explain import overlay
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
+from mura_mt.site.window import iso, parse_since
 
 API_KEYS = ("study_uid", "accession", "patient_id", "received", "views", "status", "body_part", "abnormal_prob",
             "is_abnormal", "triage", "warnings", "read")  # fmt: skip
 TABLE_HEADERS = ["Priority", "Received", "Accession", "Patient", "Body part", "P(abnormal)", "Verdict", "Warnings",
                  "Status", "Read"]  # fmt: skip
 NOT_ANSWERED = ("skipped", "failed")
-
-
-def parse_since(text: str | float | None) -> float | None:
-    """``since`` as the API takes it: empty, unix seconds, or an ISO 8601 date or time (UTC unless it says)."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"since must be an ISO 8601 time (2026-12-01T08:00:00Z) or unix seconds; got {text!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def warnings_of(row: dict) -> list[str]:

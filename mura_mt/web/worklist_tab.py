@@ -18,7 +18,7 @@ from mura_mt.access.gate import Access
 from mura_mt.access.roles import WORKLIST
 from mura_mt.audit import AuditLog
 from mura_mt.dicom_node.database import StoreUnavailable
-from mura_mt.dicom_node.labels import LabelError, SiteLabels
+from mura_mt.site.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.labels import BODY_PARTS
 from mura_mt.web.login import WebAccess
@@ -64,7 +64,7 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
     """Build the tab (inside ``gr.Tabs``) and the hidden ``/worklist`` endpoint, inside ``demo``. With ``audit``,
     what a person asks for is recorded under their login before it is shown: the list (opened, a page turned, the
     API), a study opened, a study marked (un)read. The automatic refreshes of an open page are not. A drift alarm of
-    ``drift_monitor`` (``dicom_node.monitoring.DriftMonitor``) is shown above the list. ``access``: only readers
+    ``drift_monitor`` (``site.monitoring.DriftMonitor``) is shown above the list. ``access``: only readers
     see the list, its studies and record reads; anyone else is refused (in the page and the API), and the refusal is
     audited."""
     access = access or WebAccess(Access())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mura_mt.audit import AuditLog
-from mura_mt.dicom_node.labels import LabelError, SiteLabels, parse_label
+from mura_mt.site.labels import LabelError, SiteLabels, parse_label
 from mura_mt.dicom_node.tls import TlsFiles
 
 logger = logging.getLogger(__name__)

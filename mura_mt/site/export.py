@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura_mt.dicom_node.labels import SiteLabels
+from mura_mt.site.labels import SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.dicom_node.studies import is_radiograph
 from mura_mt.imaging.io import InvalidImageError, load_radiograph

@@ -73,7 +73,7 @@ class _StoreCollector(Collector):
         self.store, self.drift = store, drift
 
     def collect(self):
-        from mura_mt.dicom_node.labels import SiteLabels
+        from mura_mt.site.labels import SiteLabels
         from mura_mt.evaluation.metrics import binary_metrics
         from mura_mt.evaluation.site import site_studies
 
