@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -37,6 +36,7 @@ from mura_mt.site.monitoring import add_metrics_options
 from mura_mt.dicom_node.node import NodeOptions, add_node_options
 from mura_mt.site.services import start_site
 from mura_mt.inference.predictor import Predictor
+from mura_mt.scratch import process_folder, start_process
 from mura_mt.web.login import AuthError, WebAccess, add_access_options, is_loopback
 from mura_mt.web.upload_tab import UploadTab
 
@@ -93,11 +93,8 @@ def resolve_checkpoint_arg(cli_value: str | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Serve the mura-mt Gradio app.")
-    parser.add_argument(
-        "--checkpoint",
-        default=None,
-        help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, else the bundled demo checkpoint)",
-    )
+    parser.add_argument("--checkpoint", default=None,
+                        help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, else the bundled demo checkpoint)")  # fmt: skip
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument(
@@ -127,9 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
-    parser.add_argument(
-        "--behind-https-proxy", action="store_true", help="a proxy in front terminates TLS (a Space, a hospital's)"
-    )
+    parser.add_argument("--behind-https-proxy", action="store_true",
+                        help="a proxy in front terminates TLS (a Space, a hospital's)")  # fmt: skip
     parser.add_argument("--no-mcp", action="store_true", help="do not serve /predict and /predict_study as MCP tools")
     site = parser.add_argument_group(
         "worklist and DICOM node",
@@ -154,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    start_process()  # clean up after killed runs; SIGTERM exits like Ctrl-C, so this run's folders go too
     try:  # a malformed users file stops the app before anything loads
         web = WebAccess.from_args(args, os.environ.get("MURA_MT_AUTH"))
     except AuthError as err:
@@ -176,15 +173,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
     # Gradio keys its example cache by component id, not by model: a fresh folder per launch, so answers cached
-    # for one checkpoint are never shown for another.
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="mura-mt-examples-"))
+    # for one checkpoint are never shown for another. It and the uploads go with the process (mura_mt.scratch).
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(process_folder("examples")))
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(process_folder("uploads")))
     site = None
     if args.worklist_db:
         try:
             site = start_site(args, node_options, predictor, checkpoint, access=web.access)
         except (ConnectionError, RuntimeError, ValueError, OSError) as err:
             parser.error(str(err))
-    web.open(site.audit if site else None, args.audit_log)
+    web.open(site.audit if site else None, args.audit_log, args.audit_max_mb)
     demo = build_demo(predictor, examples, args.concurrency, args.time_limit, site=site, access=web)
     try:
         _launch(demo, args, web, serve_mcp)

@@ -1,7 +1,8 @@
 """Who looked at which patient's study: python scripts/audit.py FILE [--study UID] [--user NAME] [--since TIME].
 
-FILE is the audit log of a node or app (--audit-log; default audit.jsonl in --store-dir): one JSON line an event.
-Prints the events that match every filter as a table (time, user, remote address, action, study, detail);
+FILE is the audit log of a node or app (--audit-log; default audit.jsonl in --store-dir): one JSON line an event;
+its rotated files beside it (FILE.1, FILE.2, ...; --audit-max-mb) are read too, oldest first. Prints the events
+that match every filter as a table (time, user, remote address, action, study, detail);
 --since takes an ISO 8601 time (UTC unless it says) or a date.
 """
 

@@ -32,6 +32,7 @@ from mura_mt.site.services import start_site
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.inference.predictor import Predictor
 from mura_mt.inference.runners import RUNTIMES
+from mura_mt.scratch import sweep_orphans
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args(argv)
+    sweep_orphans()  # what killed runs left in TMPDIR
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         options = NodeOptions.from_args(args, args.ae_title, args.port, args.host, args.db)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-ROOT_MODULES = {"labels", "config", "hardware", "model", "audit"}  # what everything shares (besides __init__)
+ROOT_MODULES = {"labels", "config", "hardware", "model", "audit", "scratch"}  # what everything shares (besides __init__)
 MAX_ROOT_MODULES = 8
 # room -> the rooms it may import (the root modules count as rooms of their own name)
 ALLOWED = {
@@ -24,12 +24,13 @@ ALLOWED = {
     "config": set(),
     "hardware": set(),
     "audit": set(),  # the trail of patient data that the node and the web app both write
+    "scratch": set(),  # the process's temporary folders, deleted when it exits
     # who may do what: the web app's login and roles, and the node's /metrics login, share one implementation
     "access": {"audit"},
     "model": {"labels", "config"},
     "imaging": set(),
     "data": {"labels", "config", "imaging"},
-    "inference": {"labels", "config", "hardware", "model", "imaging"},
+    "inference": {"labels", "config", "hardware", "model", "imaging", "scratch"},
     "evaluation": {"labels", "config", "hardware", "model", "imaging", "inference"},
     # training reads data, exports through inference's checkpoint format and picks epochs by evaluation's metrics
     "training": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "evaluation"},
@@ -38,8 +39,8 @@ ALLOWED = {
     # implementation) and lets only monitor users read /metrics
     "site": {"labels", "config", "hardware", "model", "audit", "access", "imaging", "inference", "evaluation",
              "dicom_node"},
-    "web": {"labels", "config", "hardware", "model", "audit", "access", "imaging", "inference", "dicom_node",
-            "evaluation", "site"},
+    "web": {"labels", "config", "hardware", "model", "audit", "scratch", "access", "imaging", "inference",
+            "dicom_node", "evaluation", "site"},
     "bench": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "training", "dicom_node"},
     # the package's public surface, loaded lazily
     "mura_mt": {"labels", "config", "model", "imaging", "inference"},

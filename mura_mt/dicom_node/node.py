@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mura_mt.audit import AuditLog
+from mura_mt.audit import MAX_MB, AuditLog
 from mura_mt.dicom_node.delivery import Deliverer, Destination
 from mura_mt.dicom_node.outputs import ModelIdentity
 from mura_mt.dicom_node.receive import NodeSettings, StorageNode, parse_allow
@@ -41,6 +41,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="who did what to which study, JSON lines (default: audit.jsonl in --store-dir)",
     )
+    parser.add_argument("--audit-max-mb", type=float, default=MAX_MB,
+                        help=f"rotate the audit log beside itself past this size (default {MAX_MB:g}; fractions allowed)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class NodeOptions:
     retain_hours: float | None = None
     tls: TlsFiles | None = None
     audit_log: Path | None = None  # None: audit.jsonl in store_dir
+    audit_max_mb: float = MAX_MB
 
     @classmethod
     def from_args(cls, args, ae_title: str, port: int, host: str, db: str) -> NodeOptions:
@@ -69,6 +72,8 @@ class NodeOptions:
             raise ValueError("a node needs somewhere to send its answers: --return-to AET@HOST:PORT or --dicomweb URL")
         if args.store_dir is None:
             raise ValueError("--store-dir is required: the folder for received instances and the node's outputs")
+        if not args.audit_max_mb > 0:
+            raise ValueError(f"--audit-max-mb must be positive, got {args.audit_max_mb:g}")
         return cls(
             ae_title=ae_title,
             port=port,
@@ -83,6 +88,7 @@ class NodeOptions:
             retain_hours=args.retain_hours,
             tls=TlsFiles.from_args(args),
             audit_log=Path(args.audit_log) if args.audit_log else None,
+            audit_max_mb=args.audit_max_mb,
         )
 
 
@@ -95,7 +101,7 @@ class DicomNode:
         ``monitoring.SiteMetrics`` that times the analyses and deliveries."""
         self.options, self.store = options, store
         o = options
-        self.audit = audit or AuditLog(o.audit_log or o.store_dir / "audit.jsonl")
+        self.audit = audit or AuditLog(o.audit_log or o.store_dir / "audit.jsonl", int(o.audit_max_mb * 2**20))
         budget = int(o.max_store_gb * 2**30) if o.max_store_gb else None
         settings = NodeSettings(o.ae_title, o.port, o.host, o.allow, budget, o.max_associations)
         self.receiver = StorageNode(settings, store, o.store_dir / "received", tls=o.tls, audit=self.audit)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mura_mt.inference.ood import StageStatistics
+from mura_mt.scratch import process_folder
 from mura_mt.model import MultiTaskNet
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def cached_graph(model: MultiTaskNet, weights_sha256: str, image_size: int, cach
         return export_graph(model, path, image_size, {"mura_mt.key": key, "mura_mt.weights_sha256": weights_sha256})
     except OSError as err:  # a read-only cache (a locked-down host): a private temporary graph still serves
         logger.warning(f"cannot write the ONNX cache {folder} ({err}); using a temporary folder")
-        temporary = Path(tempfile.mkdtemp(prefix="mura-mt-onnx-")) / path.name
+        temporary = process_folder("onnx") / path.name  # deleted with the process
         return export_graph(
             model, temporary, image_size, {"mura_mt.key": key, "mura_mt.weights_sha256": weights_sha256}
         )

@@ -97,13 +97,14 @@ class WebAccess:
         return cls(access, secure=bool(args.ssl_certfile or args.behind_https_proxy),
                    auth_message="mura-mt: sign in to use this research demo.")  # fmt: skip
 
-    def open(self, site_audit: AuditLog | None, audit_log: str | None) -> None:
+    def open(self, site_audit: AuditLog | None, audit_log: str | None, audit_max_mb: float) -> None:
         """Before serving: every login, failure and refusal goes to the site's audit trail, or (an app without a
         worklist) to ``--audit-log`` or ``audit.jsonl`` in the working folder; uvicorn believes no forwarding
         header."""
         if not self.access.enabled:
             return
-        self.access.audit = site_audit or AuditLog(audit_log or default_audit_path(None, None))
+        self.access.audit = site_audit or AuditLog(audit_log or default_audit_path(None, None),
+                                                   int(audit_max_mb * 2**20))  # fmt: skip
         forwarded_headers_from_nobody()
 
     def launch_options(self) -> dict:

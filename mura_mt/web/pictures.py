@@ -9,11 +9,12 @@ request (under load the folder holds thousands of files).
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+
+from mura_mt.scratch import process_folder
 
 
 class PictureFiles:
@@ -23,7 +24,7 @@ class PictureFiles:
     SWEEP_EVERY_S = 60
 
     def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="mura-mt-pictures-"))
+        self.folder = process_folder("pictures")  # deleted with the process
         self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
         self._sweep_lock = threading.Lock()
 
