@@ -93,7 +93,8 @@ def test_the_monitor_reads_the_stores_answers_and_logs_an_alarm(tmp_path, refere
     now = 1_000_000.0 + 3600
     assert monitor.check(now=now)["status"] == "checked" and not monitor.check(now=now)["alarm"]
     answer(*stream(rng, 300, warning_rate=0.2), start=200)
+    assert monitor.check(now=now + 1) is monitor.check(now=now)  # within the period: the last check, not a new one
     with caplog.at_level(logging.WARNING, logger="mura_mt.site.monitoring"):
-        result = monitor.check(now=now)
+        result = monitor.check(now=now + monitor.period_s)
     assert result["alarm"] and result["window"]["studies"] == 500
     assert "drift alarm" in caplog.text and "unlike-the-training-images rate" in caplog.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 
-from mura_mt.dicom_node.store import Instance, WorklistStore
+from mura_mt.dicom_node.store import Instance, WorklistStore, count_change
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 KINDS = ("abnormal", "warning", "normal", "normal", "in progress", "skipped", "failed")
@@ -66,3 +66,4 @@ def fill_bulk(store: WorklistStore, n: int, start: float, seed: int = 0) -> None
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             studies,
         )
+        count_change(tx)

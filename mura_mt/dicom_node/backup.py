@@ -126,7 +126,7 @@ def _check(database: Database, target: str, problems: list[str]) -> dict:
 
 
 def _run(command: list[str], target: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip().replace(target, redact(target))
         raise BackupError(f"{Path(command[0]).name} failed: {message[-1500:]}")

@@ -23,9 +23,8 @@ DEFAULT_RESAMPLES = 2000
 def resample_counts(n_studies: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """[R, S] how often each study is drawn in each resample (each row sums to S)."""
     draws = rng.integers(0, n_studies, size=(n_resamples, n_studies))
-    counts = np.zeros((n_resamples, n_studies), dtype=np.float64)
-    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)
-    return counts
+    flat = (np.arange(n_resamples)[:, None] * n_studies + draws).ravel()  # one bincount: np.add.at is ~10x slower
+    return np.bincount(flat, minlength=n_resamples * n_studies).reshape(n_resamples, n_studies).astype(np.float64)
 
 
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -48,8 +47,11 @@ def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) 
 def weighted_binary(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Kappa, sensitivity, specificity and accuracy of binary ``preds`` [S] under each row of ``weights``."""
     y, p = labels.astype(bool), preds.astype(bool)
-    tp, fn = weights @ (y & p), weights @ (y & ~p)
-    fp, tn = weights @ (~y & p), weights @ (~y & ~p)
+    return binary_from_cells(weights @ (y & p), weights @ (y & ~p), weights @ (~y & p), weights @ (~y & ~p))
+
+
+def binary_from_cells(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
+    """Kappa, sensitivity, specificity and accuracy from the confusion cells' (weighted) counts, element-wise."""
     n = tp + fn + fp + tn
     with np.errstate(invalid="ignore", divide="ignore"):
         observed = (tp + tn) / n
@@ -78,6 +80,37 @@ def group_intervals(
         values["image_auroc"] = weighted_auroc(images["prob"].to_numpy(), images["label"].to_numpy(), image_weights)
     else:
         values["image_auroc"] = np.full(n_resamples, np.nan)
+    return _percentile_intervals(values, n_resamples)
+
+
+PROBABILITY_BINS = 200  # counted_intervals' AUROC: probabilities in 0.005 bins (40 ms a group at 1,000 resamples)
+
+
+def counted_intervals(studies: pd.DataFrame, n_resamples: int, rng: np.random.Generator) -> dict[str, list | None]:
+    """The study bootstrap of ``group_intervals`` (study level) for a group too large to hold a resample matrix:
+    drawing S studies with replacement is drawing the counts of their kinds from a multinomial, so each resample
+    is drawn as counts: of the four confusion cells (kappa, sensitivity, specificity, accuracy: the same
+    distribution as resampling the studies), and of (label, probability bin) for AUROC (the resampled
+    AUROC of probabilities in 0.005 bins). Memory and time grow with the resamples, not with the studies."""
+    labels = studies["label"].to_numpy().astype(int)
+    preds, probs, n = studies["pred"].to_numpy().astype(int), studies["prob"].to_numpy(), len(studies)
+    cells = np.bincount(2 * labels + preds, minlength=4)  # tn, fp, fn, tp
+    tn, fp, fn, tp = rng.multinomial(n, cells / n, size=n_resamples).T.astype(np.float64)
+    values = binary_from_cells(tp, fn, fp, tn)
+    bins = np.minimum((probs * PROBABILITY_BINS).astype(int), PROBABILITY_BINS - 1)
+    counts = np.bincount(labels * PROBABILITY_BINS + bins, minlength=2 * PROBABILITY_BINS)
+    drawn = rng.multinomial(n, counts / n, size=n_resamples).astype(np.float64)  # [R, 2 x bins]
+    negatives, positives = drawn[:, :PROBABILITY_BINS], drawn[:, PROBABILITY_BINS:]
+    below = np.cumsum(negatives, axis=1) - negatives  # negatives in lower bins
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values["study_auroc"] = (positives * (below + 0.5 * negatives)).sum(axis=1) / (
+            positives.sum(axis=1) * negatives.sum(axis=1)
+        )
+    values["image_auroc"] = np.full(n_resamples, np.nan)
+    return _percentile_intervals(values, n_resamples)
+
+
+def _percentile_intervals(values: dict[str, np.ndarray], n_resamples: int) -> dict[str, list[float] | None]:
     intervals: dict[str, list[float] | None] = {}
     for metric in METRICS:
         finite = values[metric][np.isfinite(values[metric])]

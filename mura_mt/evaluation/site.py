@@ -10,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mura_mt.evaluation.bootstrap import DEFAULT_RESAMPLES, group_intervals
+from mura_mt.evaluation.bootstrap import DEFAULT_RESAMPLES, counted_intervals, group_intervals
 from mura_mt.evaluation.metrics import binary_metrics
 from mura_mt.labels import BODY_PARTS
 
 MIN_STUDIES = 20  # below this a figure is shown with its interval and "too few to judge", never bare
+# Up to this many studies a group's resamples are drawn study by study (a [resamples, studies] matrix: 8 MB at 1,000
+# resamples); above it, as counts (bootstrap.counted_intervals): a year's labels fit in the same memory as a week's.
+EXACT_BOOTSTRAP_MAX = 1000
 TOO_FEW = "too few to judge"
 SITE_METRICS = ("study_kappa", "study_auroc", "sensitivity", "specificity", "accuracy")
 COLUMNS = ("study_id", "accession", "received", "body_part", "predicted_part", "label", "prob", "pred", "label_source",
@@ -43,6 +46,29 @@ def site_studies(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
+def site_studies_from_columns(received, predicted_part, label_part, prob, pred, label, source) -> pd.DataFrame:
+    """The same table from columns (``SiteLabels._scores``), without the identifying ones (empty): what the
+    Performance tab and /performance need, for a year of labels. The body parts are categorical."""
+    n = len(received)
+    predicted = pd.Categorical(predicted_part, categories=BODY_PARTS)
+    corrected = pd.Series(pd.Categorical(label_part, categories=BODY_PARTS))
+    return pd.DataFrame(
+        {
+            "study_id": np.full(n, "", dtype=object),
+            "accession": np.full(n, "", dtype=object),
+            "received": np.asarray(received, dtype=float),
+            "body_part": pd.Categorical(corrected.fillna(pd.Series(predicted)), categories=BODY_PARTS),
+            "predicted_part": predicted,
+            "label": np.asarray(label, dtype=int),
+            "prob": np.asarray(prob, dtype=float),
+            "pred": np.asarray(pred, dtype=bool).astype(int),
+            "label_source": pd.Categorical(source),
+            "label_author": np.full(n, "", dtype=object),
+        },
+        columns=list(COLUMNS),
+    )
+
+
 def site_metrics(studies: pd.DataFrame, answered: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
     """``overall`` and one block per body part with ``study_kappa``, ``study_auroc``, ``sensitivity``,
     ``specificity``, ``accuracy``, each with ``_ci95`` (studies resampled), ``n_studies``, ``n_positive`` and
@@ -64,7 +90,8 @@ def site_metrics(studies: pd.DataFrame, answered: int, n_resamples: int = DEFAUL
         "disagree": int(len(studies) - agree),
         "share": agree / len(studies) if len(studies) else None,
     }
-    metrics["bootstrap"] = {"resamples": n_resamples, "seed": seed, "unit": "study", "interval": "percentile 95%"}
+    metrics["bootstrap"] = {"resamples": n_resamples, "seed": seed, "unit": "study", "interval": "percentile 95%",
+                            "drawn_as_counts_above": EXACT_BOOTSTRAP_MAX}  # fmt: skip
     return metrics
 
 
@@ -72,7 +99,12 @@ def _block(group: pd.DataFrame, n_resamples: int, rng: np.random.Generator) -> d
     group = group.reset_index(drop=True)
     full = binary_metrics(None, group)
     block = {name: full[name] for name in SITE_METRICS}
-    intervals = group_intervals(None, group, n_resamples, rng) if len(group) else {}
+    if not len(group):
+        intervals = {}
+    elif len(group) <= EXACT_BOOTSTRAP_MAX:
+        intervals = group_intervals(None, group, n_resamples, rng)
+    else:
+        intervals = counted_intervals(group, n_resamples, rng)
     for name in SITE_METRICS:
         block[f"{name}_ci95"] = intervals.get(name)
     block["n_studies"] = int(len(group))

@@ -25,16 +25,18 @@ from mura_mt.inference.ood import WARNING as UNLIKE_TRAINING
 
 logger = logging.getLogger(__name__)
 ROLLING_DAYS = 30.0  # the rolling sensitivity and specificity
+PERIOD_S = 30.0  # the drift check and the scrape's store counts are computed again at most this often
 
 
 class DriftMonitor:
     """The last ``window_studies`` answers (at most ``window_days`` old) against the checkpoint's reference; the
-    result is kept until the store changes. An alarm that starts or ends is logged."""
+    result is kept until the store changes, and for at least ``period_s`` (a study every 2 s must not mean a check
+    every 2 s for every open page). An alarm that starts or ends is logged."""
 
     def __init__(self, store: WorklistStore, reference: dict | None, window_studies: int = WINDOW_STUDIES,
-                 window_days: float = WINDOW_DAYS):  # fmt: skip
+                 window_days: float = WINDOW_DAYS, period_s: float = PERIOD_S):  # fmt: skip
         self.store, self.reference = store, reference
-        self.window_studies, self.window_days = window_studies, window_days
+        self.window_studies, self.window_days, self.period_s = window_studies, window_days, period_s
         self._cached: tuple | None = None
         self._alarm = False
         self._lock = threading.Lock()
@@ -43,13 +45,15 @@ class DriftMonitor:
         now = time.time() if now is None else now
         version = self.store.version()
         with self._lock:
-            if self._cached is not None and self._cached[0] == version and now - self._cached[1] < 3600:
-                return self._cached[2]
+            if self._cached is not None:
+                cached_version, computed, result = self._cached
+                if (cached_version == version and now - computed < 3600) or 0 <= now - computed < self.period_s:
+                    return result
             since = now - self.window_days * 86400
             with self.store.db.transaction() as tx:
                 rows = tx.rows(
-                    "SELECT body_part, abnormal_prob, warnings FROM studies WHERE status IN ('analysed', 'delivered') "
-                    "AND received >= ? ORDER BY received DESC LIMIT ?",
+                    f"SELECT body_part, abnormal_prob, warnings FROM studies{tx.indexed_by('studies_answered')} "
+                    "WHERE status IN ('analysed', 'delivered') AND received >= ? ORDER BY received DESC LIMIT ?",
                     (since, self.window_studies),
                 )
             result = check_drift(
@@ -69,19 +73,43 @@ class DriftMonitor:
 
 
 class _StoreCollector(Collector):
+    """The store's counts, read again when the store changed (and at most every ``PERIOD_S``: the counts of a
+    million studies take a tenth of a second, a scrape comes every 15 s); the rolling sensitivity and specificity are
+    counted in the database over the last 30 days' labelled answers (the window's rows, never the year's)."""
+
     def __init__(self, store: WorklistStore, drift: DriftMonitor | None):
         self.store, self.drift = store, drift
+        self._snapshot: tuple | None = None
+        self._lock = threading.Lock()
+
+    def _counts(self) -> dict:
+        now, version = time.time(), self.store.version()
+        with self._lock:
+            if self._snapshot is not None:
+                seen, computed, counts = self._snapshot
+                if (seen == version and now - computed < 3600) or 0 <= now - computed < PERIOD_S:
+                    return counts
+            with self.store.db.transaction() as tx:
+                counts = {
+                    "instances": tx.value("SELECT COUNT(*) FROM instances"),
+                    "by_status": {r["status"]: r["n"] for r in
+                                  tx.rows("SELECT status, COUNT(*) AS n FROM studies GROUP BY status")},  # fmt: skip
+                    "labelled": tx.value("SELECT COUNT(*) FROM labels WHERE superseded = 0 AND study_uid IS NOT NULL"),
+                    "pending": tx.value(f"SELECT COUNT(*) FROM deliveries{tx.indexed_by('deliveries_pending')} "
+                                        "WHERE state = 'pending'"),
+                    "cells": {(r["label"], r["is_abnormal"]): r["n"] for r in tx.rows(
+                        f"SELECT l.label, s.is_abnormal, COUNT(*) AS n FROM studies s{tx.indexed_by('studies_answered')} "
+                        "JOIN labels l ON l.study_uid = s.study_uid WHERE s.received >= ? "
+                        "AND s.status IN ('analysed', 'delivered') AND l.superseded = 0 GROUP BY l.label, s.is_abnormal",
+                        (now - ROLLING_DAYS * 86400,))},  # fmt: skip
+                }
+            self._snapshot = (version, now, counts)
+            return counts
 
     def collect(self):
-        from mura_mt.site.labels import SiteLabels
-        from mura_mt.evaluation.metrics import binary_metrics
-        from mura_mt.evaluation.site import site_studies
-
-        with self.store.db.transaction() as tx:
-            instances = tx.value("SELECT COUNT(*) FROM instances")
-            by_status = {r["status"]: r["n"] for r in tx.rows("SELECT status, COUNT(*) AS n FROM studies GROUP BY status")}
-            labelled = tx.value("SELECT COUNT(DISTINCT study_uid) FROM labels WHERE superseded = 0 AND study_uid IS NOT NULL")
-            pending = tx.value("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+        counts = self._counts()
+        instances, by_status, labelled = counts["instances"], counts["by_status"], counts["labelled"]
+        pending, cells = counts["pending"], counts["cells"]
         yield CounterMetricFamily("mura_mt_instances_received", "Instances received by C-STORE", value=instances)
         studies = GaugeMetricFamily("mura_mt_studies", "Studies in the worklist by status", labels=["status"])
         for status in STATUSES:
@@ -93,8 +121,9 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily("mura_mt_deliveries_pending", "Objects waiting to be sent", value=pending)
         yield GaugeMetricFamily("mura_mt_queue_depth", "Studies receiving or waiting for analysis",
                                 value=by_status.get("receiving", 0) + by_status.get("waiting", 0))  # fmt: skip
-        rows = SiteLabels(self.store).labelled_answers(since=time.time() - ROLLING_DAYS * 86400)
-        rolling = binary_metrics(None, site_studies(rows)) if rows else {}
+        positives, negatives = cells.get((1, 1), 0) + cells.get((1, 0), 0), cells.get((0, 0), 0) + cells.get((0, 1), 0)
+        rolling = {"sensitivity": cells.get((1, 1), 0) / positives if positives else None,
+                   "specificity": cells.get((0, 0), 0) / negatives if negatives else None}  # fmt: skip
         for name in ("sensitivity", "specificity"):
             value = rolling.get(name)
             yield GaugeMetricFamily(f"mura_mt_rolling_{name}", f"{name.capitalize()} over the labelled answers of the "

@@ -1,11 +1,11 @@
 """The Performance tab and the ``/performance`` API: the site's own accuracy, from the labels that came back, as
 ``scripts/site_report.py`` computes it (``SiteLabels.evidence``: the same metrics and bootstrap as ``evaluate.py``),
-over a window the user picks, with the drift monitor's alarms on top. It refreshes when the store changes.
+over a window the user picks, with the drift monitor's alarms on top. The figures are computed once and shared by
+every page and call (``site.performance.SharedEvidence``); the page shows them again when they change.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import time
 
@@ -14,15 +14,15 @@ import gradio as gr
 from mura_mt.access.gate import Access
 from mura_mt.access.roles import WORKLIST
 from mura_mt.dicom_node.database import StoreUnavailable
-from mura_mt.site.labels import LabelError, SiteLabels
 from mura_mt.dicom_node.store import WorklistStore
-from mura_mt.evaluation.site import MIN_STUDIES, TOO_FEW
+from mura_mt.site.labels import LabelError
+from mura_mt.site.performance import PERIOD_S, SharedEvidence
+from mura_mt.evaluation.site import EXACT_BOOTSTRAP_MAX, MIN_STUDIES, TOO_FEW
 from mura_mt.web.login import WebAccess
-from mura_mt.site.window import parse_since
+from mura_mt.site.window import iso, parse_since
 
 WINDOWS = {"last 7 days": 7, "last 30 days": 30, "last 90 days": 90, "all": None}
 SOURCES = ("any", "reader", "ris", "import")
-RESAMPLES = 1000  # a page's intervals: enough for two decimals, fast enough to redo on every change
 REFRESH_S = 5.0
 TABLE_CSS = """
 table.metrics { border-collapse: collapse; font-size: var(--text-sm); }
@@ -30,16 +30,6 @@ table.metrics th, table.metrics td { padding: 4px 8px; border-bottom: 1px solid 
                                      text-align: right; white-space: nowrap; }
 table.metrics td:first-child, table.metrics th:first-child { text-align: left; }
 """
-
-
-def site_performance(labels: SiteLabels, since: float | None, until: float | None, source: str, drift_monitor=None,
-                resamples: int = RESAMPLES) -> dict:  # fmt: skip
-    """The ``metrics.json`` dict of the window (``overall`` and one block per body part, coverage, agreement) plus
-    ``drift`` (each statistic, its p-value and whether it alarms; ``{"status": "no reference"}`` when the
-    checkpoint has none to compare with)."""
-    metrics, _ = labels.evidence(since, until, source, resamples)
-    metrics["drift"] = drift_monitor.check() if drift_monitor is not None else {"status": "not monitored"}
-    return metrics
 
 
 def drift_banner(drift: dict) -> str:
@@ -54,14 +44,13 @@ def drift_banner(drift: dict) -> str:
 
 
 def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, refresh_s: float = REFRESH_S,
-                    access: WebAccess | None = None) -> None:  # fmt: skip
+                    access: WebAccess | None = None, evidence: SharedEvidence | None = None) -> None:  # fmt: skip
     """Build the tab (inside ``gr.Tabs``) and the ``/performance`` endpoint inside ``demo``; ``access``: readers
-    only, the others refused (audited)."""
+    only, the others refused (audited); ``evidence``: the shared figures (one for the app by default)."""
     access = access or WebAccess(Access())
+    shared = evidence or SharedEvidence(store, period_s=PERIOD_S)
     from mura_mt.evaluation.report import html_table
-    from mura_mt.evaluation.site_report import HEADER, metric_rows, reliability_figure
-
-    labels = SiteLabels(store)
+    from mura_mt.evaluation.site_report import HEADER, metric_rows
 
     def performance(since: str = "", until: str = "", source: str = "any", request: gr.Request = None) -> dict:
         """The site's own accuracy, from the labels that came back (the reader's reads, the RIS's reports,
@@ -75,13 +64,16 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
         Returns:
             metrics: overall and one block per body part (study_kappa, study_auroc, sensitivity, specificity,
                 accuracy, each with _ci95, n_studies, n_positive and judgement: "too few to judge" below 20
-                labelled studies), coverage, agreement, window, bootstrap and drift.
+                labelled studies), coverage, agreement, window, bootstrap, computed (when: the figures are shared
+                and computed again when the store changes, at most every 30 s) and drift.
         """
         access.require(request, WORKLIST, "/performance")
         try:
-            return site_performance(labels, parse_since(since), parse_since(until), source, drift_monitor)
+            figures = shared.figures(since=parse_since(since), until=parse_since(until), source=source)
         except (ValueError, LabelError, StoreUnavailable) as err:
             raise gr.Error(str(err)) from None
+        drift = drift_monitor.check() if drift_monitor is not None else {"status": "not monitored"}
+        return {**figures.metrics, "computed": iso(figures.computed), "drift": drift}
 
     def shown(window: str, source: str, seen, request: gr.Request):
         refusal = access.refusal(request, WORKLIST, "the site's performance")
@@ -96,29 +88,25 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
 
     def render(window: str, source: str, seen, force: bool = True):
         try:
-            version = store.version()
-            if version == seen and not force:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            days = WINDOWS.get(window)
-            since = time.time() - days * 86400 if days else None
-            metrics, studies = labels.evidence(since, None, source, RESAMPLES)
+            figures = shared.figures(days=WINDOWS.get(window), source=source, picture=True)
         except (StoreUnavailable, LabelError) as err:
             return gr.skip(), f"⚠️ **{html.escape(str(err))}**", gr.skip(), gr.skip(), seen
+        shown_now = (window, source, figures.computed)
+        if shown_now == seen and not force:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        metrics = figures.metrics
         drift = drift_monitor.check() if drift_monitor is not None else {"status": "not monitored"}
         coverage, agreement = metrics["coverage"], metrics["agreement"]
         share = f" ({coverage['share']:.0%})" if coverage["share"] is not None else ""
         summary = (
             f"**{coverage['labelled']} labelled** of {coverage['answered']} answered studies{share}, {window}; "
             f"the model and the label agree on {agreement['agree']}, disagree on {agreement['disagree']}. "
-            f"Brackets: 95% bootstrap intervals; a group under {MIN_STUDIES} labelled studies is \"{TOO_FEW}\"."
+            f"Brackets: 95% bootstrap intervals over studies ({shared.resamples} resamples; in a group of more than "
+            f"{EXACT_BOOTSTRAP_MAX} studies drawn as counts, AUROC's over 0.005-wide probability bins); a group under "
+            f"{MIN_STUDIES} labelled studies is \"{TOO_FEW}\". Computed {time.strftime('%H:%M:%S', time.localtime(figures.computed))}"
+            f" (again when the store changes, at most every {shared.period_s:g} s)."
         )
-        table = html_table(HEADER, metric_rows(metrics))
-        picture = ""
-        if len(studies):
-            png = reliability_figure(studies).png
-            picture = f'<img alt="reliability" style="max-width:420px" src="data:image/png;base64,' \
-                      f'{base64.b64encode(png).decode()}">'  # fmt: skip
-        return drift_banner(drift), summary, table, picture, version
+        return drift_banner(drift), summary, html_table(HEADER, metric_rows(metrics)), figures.picture, shown_now
 
     with gr.Tab("Performance", id="performance", elem_id="performance-tab"):
         alarm = gr.Markdown(elem_id="performance-drift")
