@@ -51,7 +51,7 @@ def site_studies_from_columns(received, predicted_part, label_part, prob, pred, 
     Performance tab and /performance need, for a year of labels. The body parts are categorical."""
     n = len(received)
     predicted = pd.Categorical(predicted_part, categories=BODY_PARTS)
-    corrected = pd.Series(pd.Categorical(label_part, categories=BODY_PARTS))
+    corrected = pd.Series(pd.Categorical([part or None for part in label_part], categories=BODY_PARTS))
     return pd.DataFrame(
         {
             "study_id": np.full(n, "", dtype=object),
