@@ -1,5 +1,5 @@
 """Speed, measured as figures and ratios within one run:
-python scripts/benchmark.py [--only training|inference|dicom|worklist] [--quick] --out FILE.json.
+python scripts/benchmark.py [--only training|inference|dicom|worklist|site] [--quick] --out FILE.json.
 
 training (per process, on CUDA when present, else the CPU; mura_mt/bench/training.py):
     loader_images_per_s   the host side alone: what the DataLoader workers deliver from a uint8 image cache at
@@ -21,6 +21,9 @@ dicom (mura_mt/bench/dicom.py): synthetic studies through a real Orthanc -> scri
 worklist (mura_mt/bench/worklist.py): 10,000 studies on SQLite and on a real PostgreSQL: the store's first page against
     a naive sort in Python, the /worklist call through gradio_client (goal < 200 ms), and in a real Chromium the
     worklist's first page drawn after opening the app (goal < 1 s) and a page turn.
+site (mura_mt/bench/site.py): a year at a busy site, 10,000, 100,000 and 1,000,000 studies (30 % labelled) on SQLite
+    and a real PostgreSQL: the pages' poll, the worklist's pages, the Performance figures (first and shared), a
+    Prometheus scrape, the drift check, disk per 100,000 studies, the ratio 1M / 10k; then app.py on the million.
 Every figure is the median of interleaved repeats: the machine is noisy, so read medians and ratios.
 --quick smokes every measurement in seconds (CI runs it); its numbers mean nothing.
 """
@@ -39,6 +42,7 @@ from mura_mt.bench.dicom import dicom_block
 from mura_mt.bench.inference import bulk_block, inference_block
 from mura_mt.bench.runtimes import runtime_block
 from mura_mt.bench.serving import serving_block
+from mura_mt.bench.site import site_block
 from mura_mt.bench.training import training_block
 from mura_mt.bench.worklist import worklist_block
 from mura_mt.hardware import describe_cpu
@@ -49,7 +53,8 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--only", choices=["training", "inference", "dicom", "worklist"], help="measure one block only")
+    parser.add_argument("--only", choices=["training", "inference", "dicom", "worklist", "site"],
+                        help="measure one block only")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke every measurement with tiny sizes (for CI)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--loader-size", type=int, default=320, help="image size of the loader measurement")
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["dicom"] = dicom_block(args.checkpoint or str(DEMO_CHECKPOINT), args.quick)
     if args.only in (None, "worklist"):
         report["worklist"] = worklist_block(args.quick)
+    if args.only in (None, "site"):
+        report["site"] = site_block(args.quick)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return report

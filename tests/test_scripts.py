@@ -107,6 +107,15 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
         for key in ("page_ms", "filtered_ms", "naive_ms", "version_ms", "api_ms", "first_page_ms", "next_page_ms"):
             assert figures[key] > 0, (database, key)
         assert figures["shell_ms"] <= figures["first_page_ms"]
+    site = report["site"]  # a year at a site, SQLite and a real PostgreSQL, then the app on the largest
+    for database in ("sqlite", "postgresql"):
+        for size in ("1000", "5000"):
+            figures = site[database][size]
+            assert figures["labelled"] > 0.2 * int(size) and figures["disk_mb_per_100k"] > 0, (database, size)
+            for key in ("worklist_first_ms", "performance_first_all_ms", "performance_cached_ms", "scrape_first_ms"):
+                assert figures[key] > 0, (database, size, key)
+        assert "performance_first_all_ms" in site[database]["ratio_largest_to_smallest"]
+    assert site["app"]["studies"] == 5000 and site["app"]["performance_median_ms"] > 0 and "| version |" in site["table"]
     serving = inference["serving"]
     assert 0 < serving["cold_start_to_first_answer_s"] < 120
     for concurrency in (1, 4, 16):

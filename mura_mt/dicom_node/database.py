@@ -86,6 +86,10 @@ class Transaction:
             return None
         return next(iter(row.values())) if self._postgres else row[0]
 
+    def join_in_order(self) -> str:
+        """A join that SQLite's planner must take left to right (its CROSS JOIN); PostgreSQL plans its own."""
+        return "JOIN" if self._postgres else "CROSS JOIN"
+
     def indexed_by(self, index: str) -> str:
         """SQLite's hint to read a table through ``index`` (its planner, without statistics, prefers an equality on
         a status to a range of times even where the range holds 1 % of the rows); PostgreSQL's planner has its own

@@ -8,10 +8,16 @@
   1 - ``sensitivity`` with probability exactly BinomCDF(j - 1; n, 1 - ``sensitivity``), the p-value of each test.
   With n abnormal studies, any rule-out needs (1 - (1 - sensitivity))^n <= 1 - confidence: 148 abnormal studies at
   0.98 and 0.95. Fewer: None, and the caller says so.
-- ``rule_in_threshold``: the smallest threshold t on a fixed grid (0.50, 0.55, ..., 0.95) such that, with the same
-  confidence, the positive predictive value of "probability >= t" is at least ``ppv``: each grid point gets the
-  binomial p-value of its false positives among the studies at or above it, and the grid is Bonferroni-corrected
-  (10 points), which, unlike a fixed sequence from the top, does not stop at a sparse first point.
+- ``rule_in_threshold``: the smallest threshold t such that, with the same confidence, the positive predictive value
+  of "probability >= t" is at least ``ppv``. The candidates are the studies' own probabilities from the top down, a
+  fixed sequence (no multiplicity correction): each gets the binomial p-value of its false positives among the
+  studies at or above it, and the sequence stops at the first that fails. It starts where enough studies lie above
+  the threshold to pass with one false positive among them (46 at PPV 0.90 and 0.95 confidence): a number fixed by
+  the target and the confidence, never by the labels, so the order stays fixed and the guarantee holds, and a single
+  unlucky normal study at the very top does not end the sequence before it begins. Measured against the 10-point
+  Bonferroni grid it replaces (tests/test_operating_points.py, 400 calibration sets of 400 studies): found in 0.983
+  of the sets (the grid: 0.745), the PPV target missed in 0.035 (allowed 0.05; the grid: 0.003), keeping 0.83 of the
+  abnormal studies the true threshold keeps (the grid: 0.71).
 
 The assumption behind both: the calibration studies and the studies that follow are exchangeable (the same site,
 the same mix, the same model). Pure NumPy/SciPy.
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-RULE_IN_GRID = np.round(np.arange(0.50, 1.00, 0.05), 2)  # 10 points: a finer grid pays more Bonferroni
+RULE_IN_TOLERATED = 1  # false positives the first tested threshold may show and still pass
 TRIAGE = ("likely abnormal", "uncertain", "likely normal")
 
 
@@ -63,23 +69,34 @@ def rule_out_threshold(probs, labels, sensitivity: float = 0.98, confidence: flo
     return float(positives[certified[-1]])
 
 
+def rule_in_start(ppv: float = 0.90, confidence: float = 0.95, tolerated: int = RULE_IN_TOLERATED) -> int:
+    """How many studies must lie at or above the first threshold the rule-in tests: the fewest among which
+    ``tolerated`` false positives still pass at ``confidence`` (from the targets alone, never the labels)."""
+    _target("ppv", ppv)
+    _target("confidence", confidence)
+    m = tolerated + 1
+    while stats.binom.cdf(tolerated, m, 1 - ppv) > 1 - confidence:
+        m += 1
+    return m
+
+
 def rule_in_threshold(probs, labels, ppv: float = 0.90, confidence: float = 0.95) -> float | None:
-    """The smallest grid threshold at or above which studies may be called "likely abnormal" with the guarantee;
-    None when no grid point carries it."""
+    """The smallest threshold at or above which studies may be called "likely abnormal" with the guarantee (one of
+    the studies' own probabilities); None when the sequence fails at its first test, or there are too few studies
+    to begin it."""
     probs, labels = _checked(probs, labels)
     _target("ppv", ppv)
     _target("confidence", confidence)
-    level = (1 - confidence) / len(RULE_IN_GRID)
-    certified = []
-    for t in RULE_IN_GRID:
-        above = probs >= t
-        m = int(above.sum())
-        if m == 0:
-            continue
-        false = int((labels[above] == 0).sum())
-        if stats.binom.cdf(false, m, 1 - ppv) <= level:
-            certified.append(float(t))
-    return min(certified) if certified else None
+    order = np.argsort(-probs, kind="stable")
+    ranked, false = probs[order], np.cumsum(labels[order] == 0)
+    counts = np.arange(1, len(ranked) + 1)  # studies at or above each ranked probability
+    # A threshold keeps every study of its probability: only the last of a run of ties is a candidate.
+    candidate = np.r_[ranked[1:] != ranked[:-1], True] & (counts >= rule_in_start(ppv, confidence))
+    p_values = stats.binom.cdf(false, counts, 1 - ppv)
+    tested = np.flatnonzero(candidate)
+    failed = tested[p_values[tested] > 1 - confidence]
+    passed = tested[tested < failed[0]] if len(failed) else tested  # the fixed sequence stops at its first failure
+    return float(ranked[passed[-1]]) if len(passed) else None
 
 
 def triage(prob: float, rule_out: float | None, rule_in: float | None) -> str:
@@ -123,7 +140,7 @@ class OperatingPoints:
                     f"least {fitted['sensitivity']:.0%} with {fitted['confidence']:.0%} confidence on "
                     f"{fitted['n_studies']} calibration studies")  # fmt: skip
         if group == "likely abnormal":
-            return (f"at or above the {part} rule-in threshold {fitted['rule_in']:.2f}, which kept a positive "
+            return (f"at or above the {part} rule-in threshold {fitted['rule_in']:.3f}, which kept a positive "
                     f"predictive value of at least {fitted['ppv']:.0%} with {fitted['confidence']:.0%} confidence on "
                     f"{fitted['n_studies']} calibration studies")  # fmt: skip
         return fitted.get("why") or f"between the {part} rule-out and rule-in thresholds"
@@ -144,7 +161,8 @@ def fit_operating_points(parts, probs, labels, sensitivity: float = 0.98, ppv: f
             why.append(f"no rule-out: {int(y.sum())} abnormal studies cannot carry sensitivity {sensitivity} at "
                        f"confidence {confidence}")  # fmt: skip
         if rule_in is None:
-            why.append(f"no rule-in: no grid threshold carries PPV {ppv} at confidence {confidence}")
+            why.append(f"no rule-in: no threshold carries PPV {ppv} at confidence {confidence} (the sequence needs "
+                       f"{rule_in_start(ppv, confidence)} studies above its first threshold)")  # fmt: skip
         fitted[part] = {"rule_out": rule_out, "rule_in": rule_in, "sensitivity": sensitivity, "ppv": ppv,
                         "confidence": confidence, "n_studies": int(inside.sum()), "n_abnormal": int(y.sum()),
                         "why": "; ".join(why)}  # fmt: skip

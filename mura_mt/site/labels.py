@@ -142,7 +142,7 @@ class SiteLabels:
             # A window: its answered studies by time, then their labels; all of it: the labels (a third of a year's
             # studies), then their studies.
             joined = (f"studies s{tx.indexed_by('studies_answered')} JOIN labels l ON l.study_uid = s.study_uid"
-                      if since is not None else "labels l CROSS JOIN studies s ON s.study_uid = l.study_uid")  # fmt: skip
+                      if since is not None else f"labels l {tx.join_in_order()} studies s ON s.study_uid = l.study_uid")  # fmt: skip
             return tx.columns(
                 "SELECT s.received, s.body_part, l.body_part, s.abnormal_prob, s.is_abnormal, l.label, l.source "
                 f"FROM {joined} WHERE {where}",
