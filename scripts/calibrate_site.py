@@ -26,6 +26,7 @@ from mura_mt.evaluation.compare_report import write_comparison
 from mura_mt.evaluation.model_card import build_model_card
 from mura_mt.inference.calibration import Calibration
 from mura_mt.inference.checkpoint import CheckpointError, checkpoint_config
+from mura_mt.inference.operating_points import OperatingPoints, rule_out_needs, still_needed
 from mura_mt.training.site_calibration import (
     SiteCalibrationError,
     heldout_metrics,
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         old = Calibration.from_dict(old_config["calibration"])
         views, site, window = _views(args, old)
         fit, heldout = split_views(views, args.split_off, args.seed)
-        calibration, points, refitted = refit(fit, old, args.sensitivity, args.ppv, args.confidence)
+        calibration, points, site_wide, refitted = refit(fit, old, args.sensitivity, args.ppv, args.confidence)
     except (ValueError, KeyError, CheckpointError, SiteCalibrationError, ConnectionError, RuntimeError) as err:
         parser.error(str(err))
     record = provenance(site, window, fit, heldout, old_config, refitted, args.seed, args.split_off)
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         "the model's body part",
         "split_sha256": labels_fingerprint(fit),
         "parts": points,
+        "site": site_wide,
     }
     comparison = None
     if len(heldout):
@@ -86,8 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
             images = pd.read_csv(Path(args.eval) / "image_logits.csv", dtype={"study_id": str, "patient_id": str})
             held = images[images["study_id"].isin(set(heldout["study_id"]))]
             held[list(INDEX_COLUMNS)].to_csv(out / "site_calibration" / "heldout_images.csv", index=False)
-    _summary(out, record, points, comparison)
-    return {"checkpoint": str(out), "site_calibration": record, "operating_points": points, "compare": comparison}
+    _summary(out, record, operating_points, comparison)
+    return {"checkpoint": str(out), "site_calibration": record, "operating_points": points, "site_wide": site_wide,
+            "compare": comparison}  # fmt: skip
 
 
 def _views(args, old: Calibration):
@@ -123,14 +126,21 @@ def _compare(folder: Path, before, after, args, record: dict) -> dict | None:
     return result
 
 
-def _summary(out: Path, record: dict, points: dict, comparison: dict | None) -> None:
+def _summary(out: Path, record: dict, operating_points: dict, comparison: dict | None) -> None:
     print(f"fitted on {record['n_studies_fit']} studies of {record['site']}; held out {record['n_studies_heldout']}")
     print(f"calibration refitted for: {', '.join(record['calibration_refitted_parts']) or 'no part (too few studies)'}")
-    for part, fitted in points.items():
+    served = OperatingPoints.from_config(operating_points)
+    site = operating_points["site"]
+    needs = rule_out_needs(site["sensitivity"], site["confidence"])
+    print(f"operating points (a rule-out at sensitivity {site['sensitivity']} with confidence {site['confidence']} "
+          f"needs {needs} labelled abnormal studies; a part without one uses the site-wide point):")  # fmt: skip
+    for part, fitted in [*operating_points["parts"].items(), ("site-wide", site)]:
         rule_out = "-" if fitted["rule_out"] is None else f"{fitted['rule_out']:.4f}"
-        rule_in = "-" if fitted["rule_in"] is None else f"{fitted['rule_in']:.2f}"
+        rule_in = "-" if fitted["rule_in"] is None else f"{fitted['rule_in']:.3f}"
+        more = still_needed(fitted["n_abnormal"], fitted["sensitivity"], fitted["confidence"])
+        uses = "" if part == "site-wide" else f"  likely normal by: {served.basis(part, 'likely normal') or 'none'}"
         print(f"  {part:9s} {fitted['n_studies']:5d} studies ({fitted['n_abnormal']} abnormal)  rule-out {rule_out}  "
-              f"rule-in {rule_in}  {fitted['why']}")  # fmt: skip
+              f"rule-in {rule_in}  {'enough' if not more else f'{more} more abnormal needed'}{uses}")  # fmt: skip
     if comparison is not None:
         print(f"held out, old -> new: {plain_reading(comparison)}")
         print(f"  (the same as: python scripts/compare.py {out}/site_calibration/before {out}/site_calibration/after "

@@ -104,6 +104,48 @@ def test_the_new_checkpoints_answers_carry_triage(calibrated, synthetic_root):
     assert answer.triage == expected
 
 
+def _evaluation_folder(folder, n: int, seed: int = 8):
+    """An evaluate.py folder (image_logits.csv) of ``n`` studies spread over the seven parts, one view each, 40 %
+    abnormal: no part holds the 149 abnormal studies a rule-out at 0.98 needs, all of them together do."""
+    from mura_mt.labels import BODY_PARTS
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        k, label = i % len(BODY_PARTS), int(rng.random() < 0.4)
+        row = {"path": f"/site/{i}.png", "study_id": f"S{i}", "patient_id": f"P{i // 2}", "body_part": BODY_PARTS[k],
+               "label": label}  # fmt: skip
+        for j, part in enumerate(BODY_PARTS):
+            row[f"part_logit_{part}"] = 6.0 if j == k else 0.0
+            row[f"anomaly_logit_{part}"] = float(rng.normal(2.0 if label else -2.0, 1.0))
+        rows.append(row)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "image_logits.csv", index=False)
+
+
+def test_a_small_site_gets_likely_normal_by_the_site_wide_point_and_is_told_what_each_part_needs(tmp_path, capsys):
+    """About 400 studies over seven parts: no part carries a rule-out of its own, the site-wide point does; the new
+    checkpoint's answers are "likely normal" by it (and say so), and the summary says which part uses which point
+    and how many more abnormal studies each part needs."""
+    from mura_mt.inference.operating_points import OperatingPoints
+    from scripts.calibrate_site import main
+
+    _evaluation_folder(tmp_path / "eval", 420)
+    result = main(["--checkpoint", str(DEMO), "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "new"),
+                   "--split-off", "0"])  # fmt: skip
+    printed = capsys.readouterr().out
+    config = checkpoint_config(tmp_path / "new")["operating_points"]
+    assert all(fitted["rule_out"] is None for fitted in config["parts"].values())
+    assert config["site"]["rule_out"] is not None and config["site"]["n_abnormal"] >= 149
+    points = OperatingPoints.from_config(config)
+    low = config["site"]["rule_out"] / 2
+    assert points.triage("humerus", low) == "likely normal" and points.basis("humerus", "likely normal") == "site-wide"
+    assert "not for humerus studies alone" in points.meaning("humerus", "likely normal")
+    wrist = result["operating_points"]["wrist"]
+    assert f"{149 - wrist['n_abnormal']} more abnormal needed" in printed and "likely normal by: site-wide" in printed
+    assert "site-wide" in printed and "needs 149 labelled abnormal studies" in printed
+
+
 def test_bad_requests_are_named(tmp_path, capsys):
     from scripts.calibrate_site import main
 

@@ -81,7 +81,7 @@ def test_the_rule_in_guarantee_holds_and_a_threshold_is_found_when_it_exists():
 
 def test_too_few_abnormal_studies_give_no_rule_out_and_bad_input_is_named():
     rng = np.random.default_rng(2)
-    probs, labels = draw(rng, 200)  # about 80 abnormal: fewer than the 148 that 0.98 at 0.95 needs
+    probs, labels = draw(rng, 200)  # about 80 abnormal: fewer than the 149 that 0.98 at 0.95 needs
     assert rule_out_threshold(probs, labels) is None
     assert rule_out_threshold(probs, labels, sensitivity=0.95) is not None  # 59 suffice at 0.95
     with pytest.raises(ValueError, match="labels must be 0"):

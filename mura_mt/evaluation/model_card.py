@@ -172,9 +172,15 @@ def _operating_points_text(config: dict) -> str:
     rows = ["| body part | studies | abnormal | rule-out | rule-in | note |", "|---|---|---|---|---|---|"]
     for part, fitted in points.get("parts", {}).items():
         rule_out = "-" if fitted["rule_out"] is None else f"{fitted['rule_out']:.4f}"
-        rule_in = "-" if fitted["rule_in"] is None else f"{fitted['rule_in']:.2f}"
+        rule_in = "-" if fitted["rule_in"] is None else f"{fitted['rule_in']:.3f}"
         rows.append(f"| {part} | {fitted['n_studies']} | {fitted['n_abnormal']} | {rule_out} | {rule_in} | "
                     f"{fitted.get('why', '')} |")  # fmt: skip
+    site_wide = points.get("site")
+    if site_wide:
+        rule_out = "-" if site_wide["rule_out"] is None else f"{site_wide['rule_out']:.4f}"
+        rule_in = "-" if site_wide["rule_in"] is None else f"{site_wide['rule_in']:.3f}"
+        rows.append(f"| **site-wide** | {site_wide['n_studies']} | {site_wide['n_abnormal']} | {rule_out} | {rule_in} | "
+                    "every part together: used by a part without a point of its own |")  # fmt: skip
     first = next(iter(points.get("parts", {}).values()), {})
     lines = [
         "## Triage groups and their guarantee",
@@ -183,7 +189,9 @@ def _operating_points_text(config: dict) -> str:
         f"least {first.get('confidence', 0.95):.0%} over the calibration studies, the sensitivity above it is at "
         f"least {first.get('sensitivity', 0.98):.0%}; at or above its rule-in, \"likely abnormal\" with a positive "
         f"predictive value of at least {first.get('ppv', 0.90):.0%}. This holds only while the studies that follow are "
-        "like the calibration studies (the same site, mix and model).",
+        "like the calibration studies (the same site, mix and model). The site-wide point's guarantee is marginal: "
+        "over studies with the calibration studies' mix of body parts, the sensitivity above its rule-out is at least "
+        "the target with the stated confidence; it promises nothing about any one part.",
         "",
         *rows,
     ]

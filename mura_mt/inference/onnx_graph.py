@@ -10,7 +10,6 @@ import copy
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 

@@ -6,7 +6,7 @@
   (fixed-sequence testing, so no multiplicity correction): the share of abnormal studies that fall below the j-th
   smallest abnormal probability is distributed as Beta(j, n - j + 1), so that threshold misses more than
   1 - ``sensitivity`` with probability exactly BinomCDF(j - 1; n, 1 - ``sensitivity``), the p-value of each test.
-  With n abnormal studies, any rule-out needs (1 - (1 - sensitivity))^n <= 1 - confidence: 148 abnormal studies at
+  With n abnormal studies, any rule-out needs (1 - (1 - sensitivity))^n <= 1 - confidence: 149 abnormal studies at
   0.98 and 0.95. Fewer: None, and the caller says so.
 - ``rule_in_threshold``: the smallest threshold t such that, with the same confidence, the positive predictive value
   of "probability >= t" is at least ``ppv``. The candidates are the studies' own probabilities from the top down, a
@@ -114,36 +114,72 @@ def with_warnings(group: str | None, warnings: list[str]) -> str | None:
     return "uncertain" if group == "likely normal" and warnings else group
 
 
+SITE_WIDE = "site-wide"
+
+
 @dataclass(frozen=True)
 class OperatingPoints:
-    """A checkpoint's fitted operating points (config.json ``operating_points``), per body part; a part that has
-    none triages every study as "uncertain"."""
+    """A checkpoint's fitted operating points (config.json ``operating_points``): per body part, and site-wide (fitted
+    on every part's studies together). A part uses its own rule-out (rule-in) where it has one and the site-wide one
+    where it has not; with neither, its studies are "uncertain"."""
 
     parts: dict[str, dict]
+    site: dict | None = None
 
     @classmethod
     def from_config(cls, config: dict | None) -> OperatingPoints | None:
         """From config.json's ``operating_points`` (None, as for checkpoints exported before they existed: None)."""
         if not config:
             return None
-        return cls({part: dict(fitted) for part, fitted in config.get("parts", {}).items()})
+        parts = {part: dict(fitted) for part, fitted in config.get("parts", {}).items()}
+        return cls(parts, dict(config["site"]) if config.get("site") else None)
+
+    def _point(self, part: str, threshold: str) -> tuple[dict, str]:
+        """(the fitted entry whose ``threshold`` a study of ``part`` uses, and whose it is: the part or site-wide)."""
+        own = self.parts.get(part, {})
+        if own.get(threshold) is None and self.site is not None and self.site.get(threshold) is not None:
+            return self.site, SITE_WIDE
+        return own, part
 
     def triage(self, part: str, prob: float) -> str:
-        fitted = self.parts.get(part, {})
-        return triage(prob, fitted.get("rule_out"), fitted.get("rule_in"))
+        return triage(prob, self._point(part, "rule_out")[0].get("rule_out"), self._point(part, "rule_in")[0].get("rule_in"))
+
+    def basis(self, part: str, group: str | None) -> str | None:
+        """Whose guarantee stands behind ``group`` for a study of ``part``: the part's name, ``site-wide``, or None
+        ("uncertain" promises nothing)."""
+        if group == "likely normal":
+            return self._point(part, "rule_out")[1]
+        if group == "likely abnormal":
+            return self._point(part, "rule_in")[1]
+        return None
 
     def meaning(self, part: str, group: str) -> str:
         """What the group promises for this part, in one sentence a reader can check against the checkpoint."""
-        fitted = self.parts.get(part, {})
+        threshold = {"likely normal": "rule_out", "likely abnormal": "rule_in"}.get(group)
+        if threshold is None:
+            return self.parts.get(part, {}).get("why") or f"between the {part} rule-out and rule-in thresholds"
+        fitted, whose = self._point(part, threshold)
+        scope = (f"over the site's studies of every part together ({fitted['n_studies']} calibration studies): a "
+                 f"guarantee for studies with the site's case mix, not for {part} studies alone"
+                 if whose == SITE_WIDE else f"on {fitted['n_studies']} calibration studies")  # fmt: skip
         if group == "likely normal":
-            return (f"below the {part} rule-out threshold {fitted['rule_out']:.3f}, which kept a sensitivity of at "
-                    f"least {fitted['sensitivity']:.0%} with {fitted['confidence']:.0%} confidence on "
-                    f"{fitted['n_studies']} calibration studies")  # fmt: skip
-        if group == "likely abnormal":
-            return (f"at or above the {part} rule-in threshold {fitted['rule_in']:.3f}, which kept a positive "
-                    f"predictive value of at least {fitted['ppv']:.0%} with {fitted['confidence']:.0%} confidence on "
-                    f"{fitted['n_studies']} calibration studies")  # fmt: skip
-        return fitted.get("why") or f"between the {part} rule-out and rule-in thresholds"
+            return (f"below the {whose} rule-out threshold {fitted['rule_out']:.3f}, which kept a sensitivity of at "
+                    f"least {fitted['sensitivity']:.0%} with {fitted['confidence']:.0%} confidence {scope}")  # fmt: skip
+        return (f"at or above the {whose} rule-in threshold {fitted['rule_in']:.3f}, which kept a positive predictive "
+                f"value of at least {fitted['ppv']:.0%} with {fitted['confidence']:.0%} confidence {scope}")  # fmt: skip
+
+
+def rule_out_needs(sensitivity: float = 0.98, confidence: float = 0.95) -> int:
+    """The fewest abnormal calibration studies any rule-out needs: sensitivity^n <= 1 - confidence (149 at 0.98 and
+    0.95)."""
+    _target("sensitivity", sensitivity)
+    _target("confidence", confidence)
+    return int(np.ceil(np.log(1 - confidence) / np.log(sensitivity) - 1e-9))
+
+
+def still_needed(n_abnormal: int, sensitivity: float = 0.98, confidence: float = 0.95) -> int:
+    """How many more labelled abnormal studies a group needs before a rule-out can carry the guarantee (0: enough)."""
+    return max(0, rule_out_needs(sensitivity, confidence) - int(n_abnormal))
 
 
 def fit_operating_points(parts, probs, labels, sensitivity: float = 0.98, ppv: float = 0.90,
@@ -151,19 +187,25 @@ def fit_operating_points(parts, probs, labels, sensitivity: float = 0.98, ppv: f
     """Per body part: ``rule_out`` and ``rule_in`` (None where the part's studies cannot carry the guarantee, with
     ``why``), the targets, the confidence and the counts they were fitted on."""
     parts, probs, labels = np.asarray(parts), np.asarray(probs, dtype=float), np.asarray(labels, dtype=int)
-    fitted = {}
-    for part in sorted(set(parts.tolist())):
-        inside = parts == part
-        p, y = probs[inside], labels[inside]
-        rule_out, rule_in = rule_out_threshold(p, y, sensitivity, confidence), rule_in_threshold(p, y, ppv, confidence)
-        why = []
-        if rule_out is None:
-            why.append(f"no rule-out: {int(y.sum())} abnormal studies cannot carry sensitivity {sensitivity} at "
-                       f"confidence {confidence}")  # fmt: skip
-        if rule_in is None:
-            why.append(f"no rule-in: no threshold carries PPV {ppv} at confidence {confidence} (the sequence needs "
-                       f"{rule_in_start(ppv, confidence)} studies above its first threshold)")  # fmt: skip
-        fitted[part] = {"rule_out": rule_out, "rule_in": rule_in, "sensitivity": sensitivity, "ppv": ppv,
-                        "confidence": confidence, "n_studies": int(inside.sum()), "n_abnormal": int(y.sum()),
-                        "why": "; ".join(why)}  # fmt: skip
-    return fitted
+    return {part: _fit(probs[parts == part], labels[parts == part], sensitivity, ppv, confidence)
+            for part in sorted(set(parts.tolist()))}  # fmt: skip
+
+
+def fit_site_wide(probs, labels, sensitivity: float = 0.98, ppv: float = 0.90, confidence: float = 0.95) -> dict:
+    """The same over every part's studies together: its guarantee is marginal (over studies with the calibration
+    set's case mix) and promises nothing about any one part."""
+    fitted = _fit(np.asarray(probs, dtype=float), np.asarray(labels, dtype=int), sensitivity, ppv, confidence)
+    return {**fitted, "scope": "marginal over the calibration studies' mix of body parts"}
+
+
+def _fit(p: np.ndarray, y: np.ndarray, sensitivity: float, ppv: float, confidence: float) -> dict:
+    rule_out, rule_in = rule_out_threshold(p, y, sensitivity, confidence), rule_in_threshold(p, y, ppv, confidence)
+    why = []
+    if rule_out is None:
+        why.append(f"no rule-out: {int(y.sum())} abnormal studies cannot carry sensitivity {sensitivity} at "
+                   f"confidence {confidence} ({still_needed(int(y.sum()), sensitivity, confidence)} more needed)")  # fmt: skip
+    if rule_in is None:
+        why.append(f"no rule-in: no threshold carries PPV {ppv} at confidence {confidence} (the sequence needs "
+                   f"{rule_in_start(ppv, confidence)} studies above its first threshold)")  # fmt: skip
+    return {"rule_out": rule_out, "rule_in": rule_in, "sensitivity": sensitivity, "ppv": ppv, "confidence": confidence,
+            "n_studies": int(len(p)), "n_abnormal": int(y.sum()), "why": "; ".join(why)}  # fmt: skip

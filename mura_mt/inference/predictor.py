@@ -65,6 +65,9 @@ class Prediction:
     # "likely abnormal", "uncertain" or "likely normal" by the part's operating points (``operating_points``);
     # None when the checkpoint has none.
     triage: str | None = None
+    # Whose guarantee stands behind a "likely ..." group: the body part's own operating point, or "site-wide" (a
+    # marginal guarantee over the calibration studies' case mix, for a part without a point of its own); else None.
+    triage_basis: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the heatmap is left out)."""
@@ -221,7 +224,7 @@ class Predictor:
                     heatmap=None,
                     warnings=warnings,
                     unlike_training=max(v.unlike_training for v in mine) if ood_scores is not None else None,
-                    triage=self._triage(BODY_PARTS[part_of_study[s]], float(decided.probs[s]), warnings),
+                    **self._triage(BODY_PARTS[part_of_study[s]], float(decided.probs[s]), warnings),
                     views=mine,
                 )
             )
@@ -250,12 +253,16 @@ class Predictor:
             heatmap=heatmap,
             warnings=warnings,
             unlike_training=float(ood_scores[v]) if ood_scores is not None else None,
-            triage=self._triage(BODY_PARTS[part], view_prob, warnings),
+            **self._triage(BODY_PARTS[part], view_prob, warnings),
         )
 
-    def _triage(self, part: str, prob: float, warnings: list[str]) -> str | None:
+    def _triage(self, part: str, prob: float, warnings: list[str]) -> dict:
+        """``triage`` and ``triage_basis`` (both None without operating points)."""
         points = self.serving.operating_points
-        return with_warnings(points.triage(part, prob), warnings) if points is not None else None
+        if points is None:
+            return {"triage": None, "triage_basis": None}
+        group = with_warnings(points.triage(part, prob), warnings)
+        return {"triage": group, "triage_basis": points.basis(part, group)}
 
     def _warnings(
         self, gray: Image.Image, part_probs: np.ndarray, ood_scores, v: int, part: int, given: bool

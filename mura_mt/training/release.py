@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mura_mt.inference.calibration import Calibration
-from mura_mt.inference.operating_points import fit_operating_points
+from mura_mt.inference.operating_points import fit_operating_points, fit_site_wide
 from mura_mt.inference.checkpoint import export
 from mura_mt.config import Config, config_to_dict
 from mura_mt.data.prepare import SplitData
@@ -60,6 +60,7 @@ def export_best(
         "method": "Learn-then-Test (mura_mt.inference.operating_points), fitted on val studies by true body part",
         "split_sha256": split_fingerprint(table),
         "parts": fit_operating_points(val_studies["body_part"], val_studies["prob"], val_studies["label"]),
+        "site": fit_site_wide(val_studies["prob"], val_studies["label"]),
     }
     ood = fit_out_of_distribution(
         features, table["study_id"].to_numpy(), cfg.train.ood_false_alarm_rate, max_bank=cfg.train.ood_bank_size

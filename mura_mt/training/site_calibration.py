@@ -28,7 +28,7 @@ from mura_mt.evaluation.metrics import binary_metrics
 from mura_mt.inference.calibration import Calibration
 from mura_mt.inference.checkpoint import CONFIG_NAME, checkpoint_config, resolve_checkpoint
 from mura_mt.inference.decision import decide
-from mura_mt.inference.operating_points import fit_operating_points
+from mura_mt.inference.operating_points import fit_operating_points, fit_site_wide
 from mura_mt.labels import BODY_PARTS, PART_TO_IDX
 from mura_mt.training.release import fit_calibration, parts_to_fit
 
@@ -109,8 +109,9 @@ def split_views(views: pd.DataFrame, split_off: float, seed: int = 0) -> tuple[p
 
 
 def refit(views: pd.DataFrame, old: Calibration, sensitivity: float = 0.98, ppv: float = 0.90,
-          confidence: float = 0.95) -> tuple[Calibration, dict, list[str]]:  # fmt: skip
-    """(calibration, operating points per part, the parts whose calibration was refitted) from the fit views."""
+          confidence: float = 0.95) -> tuple[Calibration, dict, dict, list[str]]:  # fmt: skip
+    """(calibration, operating points per part, the site-wide point, the parts whose calibration was refitted) from
+    the fit views."""
     if views.empty:
         raise SiteCalibrationError("no labelled studies to fit on")
     if views["label"].nunique() < 2:
@@ -128,7 +129,8 @@ def refit(views: pd.DataFrame, old: Calibration, sensitivity: float = 0.98, ppv:
         points.setdefault(part, {"rule_out": None, "rule_in": None, "sensitivity": sensitivity, "ppv": ppv,
                                  "confidence": confidence, "n_studies": 0, "n_abnormal": 0,
                                  "why": "no labelled studies of this part at the site"})  # fmt: skip
-    return calibration, dict(sorted(points.items())), refitted
+    site = fit_site_wide(studies["prob"], studies["label"], sensitivity, ppv, confidence)
+    return calibration, dict(sorted(points.items())), site, refitted
 
 
 def heldout_metrics(studies: pd.DataFrame) -> dict:

@@ -18,6 +18,8 @@ from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.site.labels import LabelError
 from mura_mt.site.performance import PERIOD_S, SharedEvidence
 from mura_mt.evaluation.site import EXACT_BOOTSTRAP_MAX, MIN_STUDIES, TOO_FEW
+from mura_mt.inference.operating_points import rule_out_needs, still_needed
+from mura_mt.labels import BODY_PARTS
 from mura_mt.web.login import WebAccess
 from mura_mt.site.window import iso, parse_since
 
@@ -41,6 +43,18 @@ def drift_banner(drift: dict) -> str:
         return f"Drift: no alarm over the last {drift['window']['studies']} studies."
     named = "; ".join(f"{t['name']} ({t['statistic_name']} {t['statistic']:.3g}, p = {t['p_value']:.2g})" for t in alarms)
     return f"⚠️ **Drift alarm** over the last {drift['window']['studies']} studies: {named}."
+
+
+def _points_line(metrics: dict, sensitivity: float = 0.98, confidence: float = 0.95) -> str:
+    """How long until the site's labels can carry its own operating points: the labelled abnormal studies a rule-out
+    needs, per part and site-wide, against what the window holds."""
+    needs = rule_out_needs(sensitivity, confidence)
+    groups = [("site-wide", metrics["overall"])] + [(p, metrics[p]) for p in BODY_PARTS if p in metrics]
+    said = "; ".join(f"{name} {'enough' if not still_needed(block['n_positive'], sensitivity, confidence) else str(still_needed(block['n_positive'], sensitivity, confidence)) + ' more'}"
+                     for name, block in groups)  # fmt: skip
+    return (f"Operating points of the site's own (python scripts/calibrate_site.py): a rule-out at sensitivity "
+            f"{sensitivity:.2f} with {confidence:.0%} confidence needs {needs} labelled abnormal studies; in this "
+            f"window: {said or 'no labels yet'}. A part without enough uses the site-wide point.")
 
 
 def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, refresh_s: float = REFRESH_S,
@@ -106,6 +120,7 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
             f"{MIN_STUDIES} labelled studies is \"{TOO_FEW}\". Computed {time.strftime('%H:%M:%S', time.localtime(figures.computed))}"
             f" (again when the store changes, at most every {shared.period_s:g} s)."
         )
+        summary += "\n\n" + _points_line(metrics)
         return drift_banner(drift), summary, html_table(HEADER, metric_rows(metrics)), figures.picture, shown_now
 
     with gr.Tab("Performance", id="performance", elem_id="performance-tab"):

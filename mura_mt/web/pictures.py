@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from pathlib import Path
 
 from mura_mt.scratch import process_folder
 

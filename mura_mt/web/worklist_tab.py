@@ -275,7 +275,11 @@ def _study_panel(study: dict, views: StudyViews, labels: SiteLabels) -> tuple[st
         lines.append(f"## {label}: abnormality probability {study['abnormal_prob']:.2f}{threshold}")
         lines.append(f"Decided by the **{study['body_part']}** head; status {study['status']}.")
         if study.get("triage"):
-            lines.append(f"Triage: **{study['triage']}** (the checkpoint's operating points for {study['body_part']}).")
+            points = views.predictor.serving.operating_points
+            basis = points.basis(study["body_part"], study["triage"]) if points is not None else None
+            whose = (f"the checkpoint's site-wide operating point: {study['body_part']} has none of its own"
+                     if basis == "site-wide" else f"the checkpoint's operating points for {study['body_part']}")  # fmt: skip
+            lines.append(f"Triage: **{study['triage']}** ({whose}).")
     else:
         lines.append(f"Status: **{study['status']}**.")
     truth = labels.current(study["study_uid"])
