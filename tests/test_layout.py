@@ -41,7 +41,9 @@ ALLOWED = {
              "dicom_node"},
     "web": {"labels", "config", "hardware", "model", "audit", "scratch", "access", "imaging", "inference",
             "dicom_node", "evaluation", "site"},
-    "bench": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "training", "dicom_node"},
+    # bench measures everything, the site's evidence (a year of it) and its drift reference included
+    "bench": {"labels", "config", "hardware", "model", "imaging", "data", "inference", "training", "dicom_node", "site",
+              "evaluation"},
     # the package's public surface, loaded lazily
     "mura_mt": {"labels", "config", "model", "imaging", "inference"},
 }
