@@ -176,8 +176,8 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
         Returns:
             study_result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
                 unlike_training (above 1: unlike the training images), triage ("likely normal", "uncertain" or
-                "likely abnormal" by the checkpoint's operating points; null without them) and the same for each
-                view.
+                "likely abnormal" by the checkpoint's operating points; null without them), triage_basis (whose
+                guarantee: the body part's own point or "site-wide") and the same for each view.
             views_and_gradcam_overlays: each view, then its overlay when explain is on.
             verdict: the verdict in words, warnings first.
             body_part_probabilities: the study's body-part probabilities.
@@ -209,7 +209,8 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
 
         Returns:
             result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
-                unlike_training (above 1: unlike the training images) and triage (null without operating points).
+                unlike_training (above 1: unlike the training images), triage (null without operating points) and
+                triage_basis (the body part's own point or "site-wide").
             overlay: the Grad-CAM overlay as a PNG (the image itself when explain is off).
         """
         allowed(request)
