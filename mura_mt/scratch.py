@@ -84,13 +84,14 @@ def start_process() -> None:
 
 
 def exit_cleanly_on_sigterm() -> None:
-    """SIGTERM (systemd's stop, `kill`) ends the process as Ctrl-C does, so that exit handlers run and the folders go;
-    Python's default would die at once and leave them."""
+    """SIGTERM (systemd's stop, `kill`) ends the process with status 143 by ``SystemExit``, so that exit handlers run
+    and the folders go (Python's default dies at once and leaves them), wherever the process is: starting, serving or
+    stopping, and without a traceback."""
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
 
     with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGTERM, stop)
