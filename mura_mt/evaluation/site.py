@@ -46,23 +46,23 @@ def site_studies(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
-def site_studies_from_columns(received, predicted_part, label_part, prob, pred, label, source) -> pd.DataFrame:
-    """The same table from columns (``SiteLabels._scores``), without the identifying ones (empty): what the
-    Performance tab and /performance need, for a year of labels. The body parts are categorical."""
-    n = len(received)
-    predicted = pd.Categorical(predicted_part, categories=BODY_PARTS)
-    corrected = pd.Series(pd.Categorical([part or None for part in label_part], categories=BODY_PARTS))
+def site_studies_from_columns(part, prob, pred, label, source: str = "any") -> pd.DataFrame:
+    """The same table from columns of numbers (``SiteLabels._scores``: the body part as its index in BODY_PARTS, the
+    label's where it names one; -1 for none), without the identifying columns, ``received`` and ``predicted_part``
+    (empty): what the Performance tab and /performance need, for a year of labels."""
+    n = len(prob)
+    body_part = pd.Categorical.from_codes(np.asarray(part, dtype=np.int8), categories=list(BODY_PARTS))
     return pd.DataFrame(
         {
             "study_id": np.full(n, "", dtype=object),
             "accession": np.full(n, "", dtype=object),
-            "received": np.asarray(received, dtype=float),
-            "body_part": pd.Categorical(corrected.fillna(pd.Series(predicted)), categories=BODY_PARTS),
-            "predicted_part": predicted,
+            "received": np.full(n, np.nan),
+            "body_part": body_part,
+            "predicted_part": np.full(n, "", dtype=object),  # not read: the figures use the part above
             "label": np.asarray(label, dtype=int),
             "prob": np.asarray(prob, dtype=float),
             "pred": np.asarray(pred, dtype=bool).astype(int),
-            "label_source": pd.Categorical(source),
+            "label_source": np.full(n, source, dtype=object),
             "label_author": np.full(n, "", dtype=object),
         },
         columns=list(COLUMNS),

@@ -129,24 +129,24 @@ class SiteLabels:
         if detail:
             studies = site_studies(self.labelled_answers(since, until, source))
         else:
-            studies = site_studies_from_columns(*self._scores(since, until, source))
+            studies = site_studies_from_columns(*self._scores(since, until, source), source)
         metrics = site_metrics(studies, self.answered_count(since, until), resamples, seed)
         metrics["window"] = {"since": since, "until": until, "source": source}
         return metrics, studies
 
     def _scores(self, since: float | None, until: float | None, source: str) -> list[tuple]:
-        """(received, the model's body part, the label's, abnormal_prob, is_abnormal, label, label source) as
-        columns."""
+        """(body part as its index in BODY_PARTS: the label's where it names one, else the model's; abnormal_prob;
+        is_abnormal; label) as columns of numbers: what the figures need, nothing that names a patient."""
         where, params = self._labelled_where(since, until, source)
+        part = "CASE COALESCE(NULLIF(l.body_part, ''), s.body_part) " + " ".join(
+            f"WHEN '{name}' THEN {k}" for k, name in enumerate(BODY_PARTS)) + " ELSE -1 END"  # fmt: skip
         with self.store.db.transaction() as tx:
             # A window: its answered studies by time, then their labels; all of it: the labels (a third of a year's
             # studies), then their studies.
             joined = (f"studies s{tx.indexed_by('studies_answered')} JOIN labels l ON l.study_uid = s.study_uid"
                       if since is not None else f"labels l {tx.join_in_order()} studies s ON s.study_uid = l.study_uid")  # fmt: skip
             return tx.columns(
-                "SELECT s.received, s.body_part, l.body_part, s.abnormal_prob, s.is_abnormal, l.label, l.source "
-                f"FROM {joined} WHERE {where}",
-                params,
+                f"SELECT {part}, s.abnormal_prob, s.is_abnormal, l.label FROM {joined} WHERE {where}", params
             )
 
     def _labelled_where(self, since: float | None, until: float | None, source: str) -> tuple[str, tuple]:
