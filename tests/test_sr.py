@@ -73,6 +73,14 @@ def test_the_report_reads_back_with_highdicom_as_the_predictor_answered(answered
     assert answer["triage"] == result.triage and [v["triage"] for v in answer["views"]] == [
         v.triage for v in result.views
     ]
+    def items(node):
+        for item in node.get("ContentSequence", []):
+            yield item
+            yield from items(item)
+
+    said = [item.TextValue for item in items(report) if item.ConceptNameCodeSequence[0].CodeValue == "TRIAGEBASIS"]
+    assert said == [f"{v.triage} by the {v.triage_basis} operating point" for v in result.views if v.triage_basis]
+    assert said  # the views fall on either side of the study's probability: some are "likely ..."
     library = [item for item in report.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
     assert len(library) == 1  # the Image Library references every analysed view, spacing or not
 

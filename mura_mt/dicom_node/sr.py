@@ -33,6 +33,7 @@ PROJECTION_DESCRIPTORS = ("PatientOrientation", "ImagerPixelSpacing")
 # ("99" prefix, PS3.16 8.2), declared in the report's Coding Scheme Identification Sequence.
 PRIVATE_SCHEME = "99MURAMT"
 TRIAGE_CONCEPT = ("TRIAGE", "Triage group by operating points")
+TRIAGE_BASIS_CONCEPT = ("TRIAGEBASIS", "Operating point behind the triage group")
 TRIAGE_VALUES = {"likely normal": "LIKELYNORMAL", "uncertain": "UNCERTAIN", "likely abnormal": "LIKELYABNORMAL"}
 
 
@@ -45,6 +46,7 @@ def _unit_interval():
 def _group(identifier: str, views, body_part: str, prediction, warnings: list[str], algorithm):
     import highdicom as hd
     from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
     from pydicom.uid import generate_uid
 
     verdict = codes.SCT.Abnormal if prediction.is_abnormal else codes.SCT.Normal
@@ -61,6 +63,13 @@ def _group(identifier: str, views, body_part: str, prediction, warnings: list[st
     )
     for warning in warnings:  # free text a reader sees beside the verdict
         group[0].ContentSequence.append(hd.sr.TextContentItem(codes.DCM.Comment, warning, relationship_type="CONTAINS"))
+    basis = getattr(prediction, "triage_basis", None)
+    if basis is not None:  # whose guarantee stands behind "likely ...": the part's own operating point, or site-wide
+        whose = ("the site-wide operating point (a guarantee over the site's mix of body parts, not for this part "
+                 "alone)" if basis == "site-wide" else f"the {basis} operating point")  # fmt: skip
+        concept = Code(TRIAGE_BASIS_CONCEPT[0], PRIVATE_SCHEME, TRIAGE_BASIS_CONCEPT[1])
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            concept, f"{prediction.triage} by {whose}", relationship_type="CONTAINS"))  # fmt: skip
     return group
 
 

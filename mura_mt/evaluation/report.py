@@ -27,6 +27,7 @@ from mura_mt.evaluation.figures import Figure, png_bytes
 from mura_mt.evaluation.metrics import GATES, gate_predictions
 from mura_mt.evaluation.triage_report import HEADER as TRIAGE_HEADER
 from mura_mt.evaluation.triage_report import operating_curve_figure, summary_rows, triage_summary, with_triage
+from mura_mt.inference.operating_points import SITE_WIDE
 from mura_mt.inference.predictor import Predictor
 
 # Rajpurkar et al., MURA (arXiv 1712.06957 v4), Table 2: the model's Cohen's kappa on the hidden TEST set.
@@ -130,6 +131,10 @@ def _triage_section(studies: pd.DataFrame, predictor: Predictor) -> dict:
         'study, the share of abnormal studies NOT set aside. "Likely abnormal": at or above the rule-in threshold. '
         "Intervals are exact (Clopper-Pearson) 95% intervals."
     )
+    borrowed = sorted({part for part in triaged["predicted_part"] if points.basis(part, "likely normal") == SITE_WIDE})
+    if borrowed:
+        note += (f" Parts without a rule-out of their own use the site-wide one ({', '.join(borrowed)}): its guarantee "
+                 "is marginal over the calibration studies' mix of body parts, not for any one part.")  # fmt: skip
     figure = operating_curve_figure(triaged, summary, points)
     return {"note": note, "header": TRIAGE_HEADER, "rows": summary_rows(summary), "figure": figure,
             "summary": summary}  # fmt: skip
