@@ -4,8 +4,8 @@
   restore IN   put a backup back as the store (stop the nodes and the app first)
   check        the schema version, integrity and row counts; exit status 1 when something is wrong
 
-Take one a day to another disk or machine, and keep a week of them and a month of Sundays (README: "A year at a
-busy site"); a restore test now and then is the only proof a backup works.
+Take one a day to another disk or machine, and keep a week of them and a month of Sundays (docs/site-setup.md, "A year:
+backups, rotation, temporary folders"); a restore test now and then is the only proof a backup works.
 """
 
 from __future__ import annotations
