@@ -76,3 +76,14 @@ def test_every_page_shares_one_computation_per_window_and_period(year):
     assert shared.figures(days=None, picture=True) is again  # nothing changed since: no new computation, any period
     shared.figures(days=30, source="reader")
     assert shared.computations == 3  # another window is another computation
+
+
+def test_the_performance_tab_says_how_long_until_each_part_has_its_own_point(year):
+    from mura_mt.web.performance_tab import _points_line
+
+    metrics, _ = SiteLabels(year).evidence(resamples=50, detail=False)
+    line = _points_line(metrics)
+    assert "needs 149 labelled abnormal studies" in line and "site-wide enough" in line
+    for part in ("wrist", "humerus"):
+        more = max(0, 149 - metrics[part]["n_positive"])
+        assert (f"{part} {more} more" if more else f"{part} enough") in line

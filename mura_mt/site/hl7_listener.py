@@ -56,7 +56,7 @@ def add_hl7_options(parser: argparse.ArgumentParser) -> None:
         "--hl7-labels", default=None, help="YAML: coded OBX-5 values and report-text patterns -> abnormal / normal"
     )
     parser.add_argument("--hl7-tls", action="store_true",
-                        help="MLLP over TLS only, with the --tls-* files (the RIS presents a certificate the CA signed)")  # fmt: skip
+                        help="MLLP over TLS only, with the --tls-* files (the RIS shows a certificate the CA signed)")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -143,8 +143,10 @@ class SiteLabels:
         with self.store.db.transaction() as tx:
             # A window: its answered studies by time, then their labels; all of it: the labels (a third of a year's
             # studies), then their studies.
-            joined = (f"studies s{tx.indexed_by('studies_answered')} JOIN labels l ON l.study_uid = s.study_uid"
-                      if since is not None else f"labels l {tx.join_in_order()} studies s ON s.study_uid = l.study_uid")  # fmt: skip
+            if since is not None:
+                joined = f"studies s{tx.indexed_by('studies_answered')} JOIN labels l ON l.study_uid = s.study_uid"
+            else:
+                joined = f"labels l {tx.join_in_order()} studies s ON s.study_uid = l.study_uid"
             return tx.columns(
                 f"SELECT {part}, s.abnormal_prob, s.is_abnormal, l.label FROM {joined} WHERE {where}", params
             )

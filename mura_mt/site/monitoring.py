@@ -98,9 +98,10 @@ class _StoreCollector(Collector):
                     "pending": tx.value(f"SELECT COUNT(*) FROM deliveries{tx.indexed_by('deliveries_pending')} "
                                         "WHERE state = 'pending'"),
                     "cells": {(r["label"], r["is_abnormal"]): r["n"] for r in tx.rows(
-                        f"SELECT l.label, s.is_abnormal, COUNT(*) AS n FROM studies s{tx.indexed_by('studies_answered')} "
-                        "JOIN labels l ON l.study_uid = s.study_uid WHERE s.received >= ? "
-                        "AND s.status IN ('analysed', 'delivered') AND l.superseded = 0 GROUP BY l.label, s.is_abnormal",
+                        f"SELECT l.label, s.is_abnormal, COUNT(*) AS n FROM studies s"
+                        f"{tx.indexed_by('studies_answered')} JOIN labels l ON l.study_uid = s.study_uid "
+                        "WHERE s.received >= ? AND s.status IN ('analysed', 'delivered') AND l.superseded = 0 "
+                        "GROUP BY l.label, s.is_abnormal",
                         (now - ROLLING_DAYS * 86400,))},  # fmt: skip
                 }
             self._snapshot = (version, now, counts)

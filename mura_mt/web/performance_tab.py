@@ -50,8 +50,8 @@ def _points_line(metrics: dict, sensitivity: float = 0.98, confidence: float = 0
     needs, per part and site-wide, against what the window holds."""
     needs = rule_out_needs(sensitivity, confidence)
     groups = [("site-wide", metrics["overall"])] + [(p, metrics[p]) for p in BODY_PARTS if p in metrics]
-    said = "; ".join(f"{name} {'enough' if not still_needed(block['n_positive'], sensitivity, confidence) else str(still_needed(block['n_positive'], sensitivity, confidence)) + ' more'}"
-                     for name, block in groups)  # fmt: skip
+    more = {name: still_needed(block["n_positive"], sensitivity, confidence) for name, block in groups}
+    said = "; ".join(f"{name} {f'{n} more' if n else 'enough'}" for name, n in more.items())
     return (f"Operating points of the site's own (python scripts/calibrate_site.py): a rule-out at sensitivity "
             f"{sensitivity:.2f} with {confidence:.0%} confidence needs {needs} labelled abnormal studies; in this "
             f"window: {said or 'no labels yet'}. A part without enough uses the site-wide point.")
