@@ -26,7 +26,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from mura_mt.bench.orthanc import free_port, wait_for
+from mura_mt.bench.orthanc import free_port
+from mura_mt.bench.worklist import _median_ms as _raw_median_ms
+from mura_mt.bench.worklist import _wait_until_up
 from mura_mt.bench.postgres import postgres_bin, running_postgres
 from mura_mt.bench.site_fill import fill_year
 
@@ -121,7 +123,7 @@ def _through_the_app(target: str, n: int) -> dict:
                            stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for(lambda: _answers(url), 180, "the app to answer", interval=0.3)
+        _wait_until_up(url)
         process = psutil.Process(app.pid)
         client = Client(url, verbose=False)
         idle_mb = process.memory_info().rss / 2**20
@@ -204,15 +206,6 @@ def _readers_cpu(url: str, process, target: str, seconds: float) -> dict:
     return {"app_cpu_s_per_min_no_page": quiet, "app_cpu_s_per_min_8_pages": read, "measured_s": seconds}
 
 
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=2) is not None
-    except httpx.HTTPError:
-        return False
-
-
 def _new_database(server: str, name: str) -> str:
     import psycopg
 
@@ -230,13 +223,7 @@ def _disk_bytes(store) -> int:
 
 
 def _median_ms(call, n: int = 5) -> float:
-    call()
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 2)
+    return round(_raw_median_ms(call, n), 2)
 
 
 def _once_ms(call) -> float:

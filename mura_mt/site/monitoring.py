@@ -22,10 +22,12 @@ from mura_mt.access.roles import METRICS
 from mura_mt.dicom_node.store import STATUSES, WorklistStore
 from mura_mt.evaluation.drift import WINDOW_DAYS, WINDOW_STUDIES, check_drift
 from mura_mt.inference.ood import WARNING as UNLIKE_TRAINING
+from mura_mt.site.window import REFRESH_S, still_current
 
 logger = logging.getLogger(__name__)
 ROLLING_DAYS = 30.0  # the rolling sensitivity and specificity
-PERIOD_S = 30.0  # the drift check and the scrape's store counts are computed again at most this often
+PERIOD_S = REFRESH_S  # the drift check and the scrape's store counts are computed again at most this often
+MAX_AGE_S = 3600.0  # and at least this often: the windows move with the clock
 
 
 class DriftMonitor:
@@ -47,7 +49,7 @@ class DriftMonitor:
         with self._lock:
             if self._cached is not None:
                 cached_version, computed, result = self._cached
-                if (cached_version == version and now - computed < 3600) or 0 <= now - computed < self.period_s:
+                if still_current(cached_version, computed, version, now, self.period_s, MAX_AGE_S):
                     return result
             since = now - self.window_days * 86400
             with self.store.db.transaction() as tx:
@@ -87,7 +89,7 @@ class _StoreCollector(Collector):
         with self._lock:
             if self._snapshot is not None:
                 seen, computed, counts = self._snapshot
-                if (seen == version and now - computed < 3600) or 0 <= now - computed < PERIOD_S:
+                if still_current(seen, computed, version, now, PERIOD_S, MAX_AGE_S):
                     return counts
             with self.store.db.transaction() as tx:
                 counts = {

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.site.labels import SiteLabels
+from mura_mt.site.window import REFRESH_S, still_current
 
 RESAMPLES = 1000  # a page's intervals: enough for two decimals
-PERIOD_S = 30.0
+PERIOD_S = REFRESH_S
 MAX_WINDOWS = 32  # (window, source) pairs kept; the API may name any window, so the oldest are forgotten
 
 
@@ -54,7 +55,7 @@ class SharedEvidence:
             with self._guard:
                 known = self._figures.get(key)
             now = time.time()
-            if known is not None and (known.version == version or now - known.computed < self.period_s):
+            if known is not None and still_current(known.version, known.computed, version, now, self.period_s):
                 return known
             start = now - days * 86400 if days is not None else since
             metrics, studies = self.labels.evidence(start, until, source, self.resamples, detail=False)

@@ -149,10 +149,14 @@ class WebAccess:
 
     def refusal(self, request, permission: str, what: str, touch: bool = True) -> str | None:
         """None when the request's user may use ``what``; else the refusal to show (audited)."""
+        return self._checked(request, permission, what, touch)[1]
+
+    def _checked(self, request, permission: str, what: str, touch: bool) -> tuple[Identity | None, str | None]:
+        """(the request's identity, the refusal or None): one look-up of the session for both."""
         identity = self.identity(request, touch)
         if identity is None:
-            return "Your session has ended: reload the page and sign in again."
-        return self.access.refusal(identity, permission, _address(request), what)
+            return None, "Your session has ended: reload the page and sign in again."
+        return identity, self.access.refusal(identity, permission, _address(request), what)
 
     def allows(self, request, permission: str) -> bool:
         """Whether the request's user may, without auditing or counting as use (the page's timers ask this)."""
@@ -170,10 +174,10 @@ class WebAccess:
 
     def require(self, request, permission: str, what: str) -> Identity:
         """For API handlers: the identity, or a ``gr.Error`` with the refusal (audited)."""
-        refused = self.refusal(request, permission, what)
+        identity, refused = self._checked(request, permission, what, touch=True)
         if refused:
             raise gr.Error(refused, print_exception=False)
-        return self.identity(request, touch=False) or OPEN
+        return identity
 
     # -- our own routes in front of Gradio's ----------------------------------------------------------------------
 
