@@ -5,7 +5,8 @@ the worklist tab); `main` reads the options, builds the Predictor once and launc
 Run: python app.py [--checkpoint CKPT] [--host H] [--port P] [--precision auto|fp32|bf16]
 [--runtime auto|torch|onnx|onnx-int8] [--device auto|cpu|cuda] [--time-limit S] [--no-mcp]
 [--worklist-db FILE_OR_URL [--dicom-port PORT --dicom-ae-title AET --store-dir DIR --return-to AET@HOST:PORT ...]
-[--hl7-port PORT ...]] [--auth-file USERS] [--trusted-proxy ADDR --group-roles GROUP=ROLE,...] [--session-idle-minutes M];
+[--hl7-port PORT ...]] [--auth-file USERS] [--trusted-proxy ADDR --group-roles GROUP=ROLE,...]
+[--session-idle-minutes M];
 env MURA_MT_CHECKPOINT does the same as --checkpoint, MURA_MT_RUNTIME as --runtime. --auth-file (scripts/users.py)
 or the hospital's proxy turn on the login and the roles (mura_mt.web.login); MURA_MT_AUTH="user:password[,...]" (a
 Spaces secret, plain passwords) does for a demo. The
@@ -13,7 +14,8 @@ two endpoints are also MCP tools (``predict``, ``predict_study``) at /gradio_api
 analysis runs inside ``@spaces.GPU``. With ``--worklist-db`` (env MURA_MT_WORKLIST_DB) the page opens on the triage
 worklist (``mura_mt.web.worklist_tab``) and the API has ``/worklist``; with ``--dicom-port`` too, this process is
 also a DICOM node (``mura_mt.dicom_node``) on the same Predictor, and with ``--hl7-port`` it takes the RIS's reports.
-Off loopback the worklist needs a login and HTTPS (--ssl-certfile/--ssl-keyfile, or --behind-https-proxy); --audit-log records who opened which study.
+Off loopback the worklist needs a login and HTTPS (--ssl-certfile/--ssl-keyfile, or --behind-https-proxy);
+--audit-log records who opened which study.
 Requests run ``concurrency`` at once (the Predictor serialises only the model call), 16 more may wait, and an
 analysis longer than ``time_limit`` seconds answers with a clean error.
 """
@@ -62,7 +64,7 @@ def build_demo(
 ) -> gr.Blocks:
     """The whole UI and API around one Predictor; ``concurrency`` requests of each route run at once, and an
     analysis longer than ``time_limit`` seconds is answered with an error. ``examples`` are answered at launch
-    (``cache_examples``) so that clicking one shows its result at once. With a ``site`` (``dicom_node.node.Site``:
+    (``cache_examples``) so that clicking one shows its result at once. With a ``site`` (``site.services.Site``:
     its worklist store, audit trail and drift monitor) the page also has the Worklist and Performance tabs, and the
     API ``/worklist``, ``/record_read`` and ``/performance``; the audit records who looked at which study. ``access``
     (``web.login.WebAccess``): who may use which tab and endpoint; without it, everyone may use everything."""
@@ -94,7 +96,7 @@ def resolve_checkpoint_arg(cli_value: str | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Serve the mura-mt Gradio app.")
     parser.add_argument("--checkpoint", default=None,
-                        help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, else the bundled demo checkpoint)")  # fmt: skip
+                        help="folder or Hub repo id (default: env MURA_MT_CHECKPOINT, else the bundled demo)")  # fmt: skip
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument(

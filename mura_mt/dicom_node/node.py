@@ -41,8 +41,19 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="who did what to which study, JSON lines (default: audit.jsonl in --store-dir)",
     )
-    parser.add_argument("--audit-max-mb", type=float, default=MAX_MB,
+    parser.add_argument("--audit-max-mb", type=_positive_mb, default=MAX_MB,
                         help=f"rotate the audit log beside itself past this size (default {MAX_MB:g}; fractions allowed)")  # fmt: skip
+
+
+def _positive_mb(text: str) -> float:
+    """A size in MB (fractions allowed), refused at parsing when it is not a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MB, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,6 @@ class NodeOptions:
             raise ValueError("a node needs somewhere to send its answers: --return-to AET@HOST:PORT or --dicomweb URL")
         if args.store_dir is None:
             raise ValueError("--store-dir is required: the folder for received instances and the node's outputs")
-        if not args.audit_max_mb > 0:
-            raise ValueError(f"--audit-max-mb must be positive, got {args.audit_max_mb:g}")
         return cls(
             ae_title=ae_title,
             port=port,

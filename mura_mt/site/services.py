@@ -42,8 +42,6 @@ def start_site(args, node_options: NodeOptions | None, predictor, checkpoint, au
     when ``access`` has a users file or --auth-file names one, HTTPS with the --tls-* files). ValueError,
     ConnectionError or RuntimeError say why not."""
     store = store or WorklistStore(args.worklist_db, node=node_options.ae_title if node_options else "app")
-    if not args.audit_max_mb > 0:
-        raise ValueError(f"--audit-max-mb must be positive, got {args.audit_max_mb:g}")
     audit = audit or AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db),
                               int(args.audit_max_mb * 2**20))  # fmt: skip
     drift = DriftMonitor(store, load_reference(checkpoint if Path(str(checkpoint)).is_dir() else None))

@@ -105,7 +105,7 @@ class WebAccess:
             return
         self.access.audit = site_audit or AuditLog(audit_log or default_audit_path(None, None),
                                                    int(audit_max_mb * 2**20))  # fmt: skip
-        forwarded_headers_from_nobody()
+        trust_no_forwarding_header()
 
     def launch_options(self) -> dict:
         """``demo.launch``'s options for the door (none without a login: a loopback demo launches as it always
@@ -247,7 +247,7 @@ class WebAccess:
         return self.secure or request.url.scheme == "https"
 
 
-def forwarded_headers_from_nobody() -> None:
+def trust_no_forwarding_header() -> None:
     """uvicorn rewrites the peer address from X-Forwarded-For when the peer is in FORWARDED_ALLOW_IPS (127.0.0.1 by
     default): anyone on this machine could then pose as the trusted proxy. With a login, the peer address is the
     TCP peer, always."""
