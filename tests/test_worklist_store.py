@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from mura_mt.dicom_node.database import StoreUnavailable
-from mura_mt.dicom_node.store import CLAIM_LEASE_S, Instance, SchemaMismatch, WorklistStore
+from mura_mt.dicom_node.store import CLAIM_LEASE_S, SCHEMA_VERSION, Instance, SchemaMismatch, WorklistStore
 from tests.postgres import postgres
 
 
@@ -210,26 +210,52 @@ def test_a_store_of_another_schema_is_refused_with_what_to_do(target):
         WorklistStore(target, node="A")
 
 
-def test_a_store_of_schema_2_is_upgraded_in_place_and_keeps_its_studies(target):
-    """A node updated to triage opens the store its last version wrote: the column and the new order are added."""
-    from mura_mt.dicom_node.database import Database
-    from mura_mt.dicom_node.store import SCHEMA
+def _legacy_schema(version: str) -> str:
+    """The schema an earlier mura-mt wrote: 3 ordered the worklist by an index over expressions, 2 had no triage."""
+    import re
 
-    old = SCHEMA.replace("    triage TEXT,                               -- \"likely normal\", \"uncertain\", "
-                         "\"likely abnormal\" or NULL\n", "")  # fmt: skip
-    old = old.replace("WHEN triage = 'likely normal' THEN 4 ELSE 3 END", "ELSE 3 END")
-    assert "triage" not in old
+    from mura_mt.dicom_node.store import SCHEMA, WORKLIST_GROUP, WORKLIST_KEY
+
+    old = re.sub(
+        r"    rev INTEGER NOT NULL DEFAULT 0,.*?\n\);",
+        "    rev INTEGER NOT NULL DEFAULT 0\n);",
+        SCHEMA,
+        flags=re.DOTALL,
+    )
+    old = old.replace(
+        "studies_reading_order ON studies(read, worklist_group, worklist_key, study_uid)",
+        f"studies_worklist_order ON studies(read, ({WORKLIST_GROUP}), ({WORKLIST_KEY}), study_uid)",
+    )
+    assert "worklist_group" not in old and "GENERATED" not in old
+    if version == "2":
+        old = old.replace("    triage TEXT,                               -- \"likely normal\", \"uncertain\", "
+                          "\"likely abnormal\" or NULL\n", "")  # fmt: skip
+        old = old.replace("WHEN triage = 'likely normal' THEN 4 ELSE 3 END", "ELSE 3 END")
+        assert "triage" not in old
+    return old
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_an_older_store_is_upgraded_in_place_and_keeps_its_studies(target, version):
+    """A node updated to triage (2) and to the covering reading order (3) opens the store its last version wrote."""
+    from mura_mt.dicom_node.database import Database
+
     legacy = Database(target)
-    legacy.create(old)
+    legacy.create(_legacy_schema(version))
     with legacy.transaction() as tx:
-        tx.execute("INSERT INTO meta VALUES ('schema', '2')")
+        tx.execute("INSERT INTO meta VALUES ('schema', ?)", (version,))
         tx.execute("INSERT INTO studies (study_uid, received, last_instance) VALUES ('kept', 1, 1)")
     legacy.close()
     store = WorklistStore(target, node="A")
     answered(store, "new", at=5, prob=0.01, abnormal=False, triage="likely normal")
+    answered(store, "urgent", at=6, prob=0.9, abnormal=True)
     rows, total = store.worklist()
-    assert total == 2 and {r["study_uid"]: r["triage"] for r in rows} == {"new": "likely normal", "kept": None}
+    assert total == 3 and [r["study_uid"] for r in rows] == ["urgent", "kept", "new"]
+    assert {r["study_uid"]: r["triage"] for r in rows}["new"] == "likely normal"
+    assert [r["group"] for r in rows] == ["abnormal", "in progress", "likely normal"]
     WorklistStore(target, node="B")  # opened again: nothing left to upgrade
+    with store.db.transaction() as tx:
+        assert tx.value("SELECT value FROM meta WHERE key = 'schema'") == SCHEMA_VERSION
 
 
 def test_an_unreachable_postgresql_is_a_clear_error_without_the_password():

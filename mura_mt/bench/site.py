@@ -10,9 +10,12 @@ time: a new ``SharedEvidence``, the reliability diagram included) and ``performa
 ``scrape_cached`` (one Prometheus scrape of a new registry, then of the same), ``drift`` (a new monitor's check); the
 store's disk use per 100,000 studies; and the ratio of each time at the largest size to the smallest. Finally, on the
 largest SQLite store, ``python app.py --worklist-db FILE --metrics-port P`` on loopback: ``/performance`` and
-``/worklist`` through gradio_client and ``/metrics`` over HTTP, five calls each (the first and the median), the
-app's memory above its idle size at the end, and its CPU seconds a minute while a study arrives every 2 s, with no
-page open and with 4 Performance and 4 Worklist pages open in a real Chromium.
+``/worklist`` through gradio_client and ``/metrics`` over HTTP, five calls each (the first and the median; the app
+prepares the windows a page and ``/performance`` open with as it starts, so ``performance_new_window`` asks for a
+window never computed before, a new one each call), the
+app's memory above its idle size (when it first answers) at the end, and, with a real node receiving a study every 2 s
+on the same store, the app's CPU seconds a minute and the node's latency with no page open and with 4 Performance
+and 4 Worklist pages open in a real Chromium (``site_readers``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from mura_mt.bench.worklist import _median_ms as _raw_median_ms
 from mura_mt.bench.worklist import _wait_until_up
 from mura_mt.bench.postgres import postgres_bin, running_postgres
 from mura_mt.bench.site_fill import fill_year
+from mura_mt.bench.site_readers import readers_block
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = (10_000, 100_000, 1_000_000)
@@ -129,6 +133,9 @@ def _through_the_app(target: str, n: int) -> dict:
         idle_mb = process.memory_info().rss / 2**20
         calls = {
             "performance": lambda: client.predict("", "", "any", api_name="/performance"),
+            # a window never asked before, each call: computed while the caller waits
+            "performance_new_window": lambda: client.predict(str(time.time() - 200 * 86400), "", "any",
+                                                             api_name="/performance"),  # fmt: skip
             "worklist": lambda: client.predict("", "", 100, 0, api_name="/worklist"),
             "metrics": lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60).raise_for_status(),
         }
@@ -143,67 +150,11 @@ def _through_the_app(target: str, n: int) -> dict:
                 peak = max(peak, process.memory_info().rss / 2**20)
             result[f"{name}_first_ms"], result[f"{name}_median_ms"] = round(times[0]), round(statistics.median(times))
         result["idle_mb"], result["above_idle_mb"] = round(idle_mb), round(peak - idle_mb)
-        result.update(_readers_cpu(url, process, target, 10 if n < 100_000 else 60))
+        result.update(readers_block(url, process, target, 10 if n < 100_000 else 60))
         return result
     finally:
         app.terminate()
         app.wait(timeout=60)
-
-
-def _readers_cpu(url: str, process, target: str, seconds: float) -> dict:
-    """The app's CPU seconds a minute while a study (and a label) arrives every 2 s: with no page open, then with 4
-    Performance pages (window "all") and 4 Worklist pages open in a real Chromium."""
-    import shutil
-    import threading
-
-    from mura_mt.dicom_node.store import Instance, WorklistStore
-    from mura_mt.site.labels import SiteLabels
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        return {"readers": "skipped: chromium is not installed"}
-    from playwright.sync_api import sync_playwright
-
-    store, stop = WorklistStore(target, node="ARRIVING"), threading.Event()
-
-    def arriving():
-        for number in range(10**6):
-            if stop.wait(2.0):
-                return
-            uid, now = f"2.25.6.{number}.{int(time.time())}", time.time()
-            store.add_instance(Instance(f"{uid}.1", uid, f"{uid}.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "WRIST", "", 0,
-                                        accession=f"NEW{uid}"), now=now)  # fmt: skip
-            if store.claim(uid, now, now=now):
-                answer = {"body_part": "wrist", "abnormal_prob": 0.3, "is_abnormal": False, "warnings": []}
-                store.record_answer(uid, now, answer, [], [])
-                SiteLabels(store).record("normal", "ris", "RIS", study_uid=uid)
-
-    def cpu_per_min() -> float:
-        before = process.cpu_times()
-        time.sleep(seconds)
-        after = process.cpu_times()
-        return round((after.user + after.system - before.user - before.system) * 60 / seconds, 1)
-
-    writer = threading.Thread(target=arriving, daemon=True)
-    writer.start()
-    try:
-        quiet = cpu_per_min()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox", "--headless"])
-            for k in range(8):
-                page = browser.new_page()
-                page.goto(url, wait_until="commit")
-                page.wait_for_selector("#worklist-table", timeout=120_000)
-                if k % 2:
-                    page.get_by_role("tab", name="Performance").click()
-                    page.get_by_label("all").check()
-            read = cpu_per_min()
-            browser.close()
-    finally:
-        stop.set()
-        writer.join(timeout=10)
-        store.close()
-    return {"app_cpu_s_per_min_no_page": quiet, "app_cpu_s_per_min_8_pages": read, "measured_s": seconds}
 
 
 def _new_database(server: str, name: str) -> str:

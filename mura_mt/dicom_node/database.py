@@ -168,9 +168,15 @@ class Database:
         with self.transaction() as tx:
             if self.postgres:
                 tx.execute("SELECT pg_advisory_xact_lock(7301)")  # CREATE ... IF NOT EXISTS races otherwise
-                schema = schema.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
             for statement in filter(str.strip, schema.split(";")):
-                tx.execute(statement)
+                tx.execute(self.portable(statement))
+
+    def portable(self, ddl: str) -> str:
+        """``ddl`` as written for SQLite, in this database's words: PostgreSQL has BIGSERIAL for SQLite's
+        AUTOINCREMENT and only STORED generated columns."""
+        if not self.postgres:
+            return ddl
+        return ddl.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(" VIRTUAL", " STORED")
 
     def _reconnect(self):
         """This thread's connection, opened anew (the old one is broken)."""

@@ -31,6 +31,7 @@ from mura_mt.model import ModelOutput, MultiTaskNet
 from mura_mt.inference.ood import WARNING as UNLIKE_TRAINING
 from mura_mt.inference.ood import OodFeatures, OutOfDistribution
 from mura_mt.inference.operating_points import with_warnings
+from mura_mt.inference.region import evidence_region
 from mura_mt.imaging.preprocessing import Geometry, eval_transform, unletterbox
 from mura_mt.inference.runners import ModelRunner, TorchRunner, make_runner
 from mura_mt.inference.serving import ServingConfig
@@ -68,6 +69,10 @@ class Prediction:
     # Whose guarantee stands behind a "likely ..." group: the body part's own operating point, or "site-wide" (a
     # marginal guarantee over the calibration studies' case mix, for a part without a point of its own); else None.
     triage_basis: str | None = None
+    # Where the evidence is (``region``): the closed outline [[x, y], ...] of the Grad-CAM map at half its maximum
+    # around its peak, in the original image's pixel coordinates; None without a map or when the map has no single
+    # region. The region the model's evidence comes from, not a delineated lesion.
+    region: list[list[float]] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the heatmap is left out)."""
@@ -240,6 +245,7 @@ class Predictor:
         heatmap = None
         if maps is not None:
             heatmap = scale_to_unit(unletterbox(maps[v : v + 1].float().cpu(), prepared.geometry))[0, 0].numpy()
+        region = evidence_region(heatmap)
         view_prob = float(decided.view_probs[v])
         threshold = float(self.calibration.threshold[part])
         warnings = self._warnings(prepared.gray, part_probs, ood_scores, v, part, given)
@@ -253,6 +259,7 @@ class Predictor:
             heatmap=heatmap,
             warnings=warnings,
             unlike_training=float(ood_scores[v]) if ood_scores is not None else None,
+            region=region,
             **self._triage(BODY_PARTS[part], view_prob, warnings),
         )
 

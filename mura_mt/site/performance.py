@@ -1,18 +1,22 @@
 """The site's figures as the Performance tab and ``/performance`` serve them: computed once per (window, source) and
 shared by every open page and every API call, so that the cost of a page does not grow with the number of readers
-nor the year with the number of refreshes.
+nor the year with the number of refreshes, and no reader ever waits for a recomputation.
 
 A window's figures are computed again only when the store changed (``WorklistStore.version``) AND the last
-computation is at least ``period_s`` old; a reader who asks meanwhile gets the last figures at once (with the time
-they were computed), and a computation in progress is waited for, never started twice. A relative window ("last 30
-days") is measured from the time of its computation. The figures come from ``SiteLabels.evidence`` without detail:
-a few columns of the labelled answers, the bootstrap drawn as counts above ``evaluation.site.EXACT_BOOTSTRAP_MAX``
-studies a group, so a year at a busy site costs about a second and a few hundred MB at most.
+computation is at least ``period_s`` old, and then in the background: a reader who asks meanwhile gets the last
+figures at once (with the time they were computed; stale-while-revalidate). Only a window never computed before is
+computed while its first reader waits, and a computation in progress is waited for, never started twice. A relative
+window ("last 30 days") is measured from the time of its computation. ``prepare`` computes the windows the pages and
+the API open with, in the background, when the app starts. The figures come from ``SiteLabels.evidence`` without
+detail: a few columns of the labelled answers, the bootstrap drawn as counts above
+``evaluation.site.EXACT_BOOTSTRAP_MAX`` studies a group, so a year at a busy site costs about a second and a few
+hundred MB at most.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +28,7 @@ from mura_mt.site.window import REFRESH_S, still_current
 
 RESAMPLES = 1000  # a page's intervals: enough for two decimals
 PERIOD_S = REFRESH_S
+log = logging.getLogger(__name__)
 MAX_WINDOWS = 32  # (window, source) pairs kept; the API may name any window, so the oldest are forgotten
 
 
@@ -35,40 +40,90 @@ class Figures:
     computed: float
 
 
+@dataclass(frozen=True)
+class Window:
+    """What one set of figures covers: the last ``days`` (from its computation) or [since, until), by ``source``."""
+
+    days: float | None = None
+    since: float | None = None
+    until: float | None = None
+    source: str = "any"
+    picture: bool = False
+
+
 class SharedEvidence:
     def __init__(self, store: WorklistStore, resamples: int = RESAMPLES, period_s: float = PERIOD_S):
         self.store, self.labels = store, SiteLabels(store)
         self.resamples, self.period_s = resamples, period_s
-        self._figures: OrderedDict[tuple, Figures] = OrderedDict()
-        self._locks: dict[tuple, threading.Lock] = {}
+        self._figures: OrderedDict[Window, Figures] = OrderedDict()
+        self._locks: dict[Window, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._refreshing: list[threading.Thread] = []
         self.computations = 0  # how many times figures were computed (the tests count them)
 
     def figures(self, days: float | None = None, since: float | None = None, until: float | None = None,
                 source: str = "any", picture: bool = False) -> Figures:  # fmt: skip
         """The figures of the last ``days`` (from now) or of [since, until); LabelError for an unknown source."""
-        key = (days, since, until, source, picture)
+        window = Window(days, since, until, source, picture)
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one computation per key at a time; the others wait for it and take its result
-            version = self.store.version()
+            lock = self._locks.setdefault(window, threading.Lock())
+            known = self._figures.get(window)
+        if known is None:
+            with lock:  # the first reader computes; the others wait for it and take its result
+                with self._guard:
+                    known = self._figures.get(window)
+                return known if known is not None else self._compute(window)
+        if not still_current(known.version, known.computed, self.store.version(), time.time(), self.period_s):
+            self._refresh(window, lock)
+        return known
+
+    def prepare(self, *windows: Window) -> None:
+        """Compute ``windows`` in the background (the app's start: its pages' and API's first windows)."""
+        for window in windows:
             with self._guard:
-                known = self._figures.get(key)
-            now = time.time()
-            if known is not None and still_current(known.version, known.computed, version, now, self.period_s):
-                return known
-            start = now - days * 86400 if days is not None else since
-            metrics, studies = self.labels.evidence(start, until, source, self.resamples, detail=False)
-            drawn = _reliability(studies) if picture and len(studies) else ""
-            made = Figures(metrics, drawn, version, time.time())  # the period counts from the figures' completion
+                lock = self._locks.setdefault(window, threading.Lock())
+            self._refresh(window, lock)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the background computations started so far have ended (the tests and the benchmark)."""
+        with self._guard:
+            running = list(self._refreshing)
+        for thread in running:
+            thread.join(timeout)
+
+    def _refresh(self, window: Window, lock: threading.Lock) -> None:
+        if not lock.acquire(blocking=False):
+            return  # being computed: the readers keep the last figures until it ends
+
+        def compute():
+            try:
+                self._compute(window)
+            except Exception as err:  # noqa: BLE001 - the store was unreachable, say: the next reader tries again
+                log.warning("the site's figures for %s were not computed: %s", window, err)
+            finally:
+                lock.release()
+                with self._guard:
+                    self._refreshing.remove(threading.current_thread())
+
+        thread = threading.Thread(target=compute, name="performance-figures", daemon=True)
+        with self._guard:
+            self._refreshing.append(thread)
+        thread.start()
+
+    def _compute(self, window: Window) -> Figures:
+        version, now = self.store.version(), time.time()
+        start = now - window.days * 86400 if window.days is not None else window.since
+        metrics, studies = self.labels.evidence(start, window.until, window.source, self.resamples, detail=False)
+        drawn = _reliability(studies) if window.picture and len(studies) else ""
+        made = Figures(metrics, drawn, version, time.time())  # the period counts from the figures' completion
+        with self._guard:
             self.computations += 1
-            with self._guard:
-                self._figures[key] = made
-                self._figures.move_to_end(key)
-                while len(self._figures) > MAX_WINDOWS:
-                    forgotten, _ = self._figures.popitem(last=False)
-                    self._locks.pop(forgotten, None)
-            return made
+            self._figures[window] = made
+            self._figures.move_to_end(window)
+            while len(self._figures) > MAX_WINDOWS:
+                forgotten, _ = self._figures.popitem(last=False)
+                self._locks.pop(forgotten, None)
+        return made
 
 
 def _reliability(studies) -> str:

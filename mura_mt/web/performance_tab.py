@@ -16,7 +16,7 @@ from mura_mt.access.roles import WORKLIST
 from mura_mt.dicom_node.database import StoreUnavailable
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.site.labels import LabelError
-from mura_mt.site.performance import PERIOD_S, SharedEvidence
+from mura_mt.site.performance import PERIOD_S, SharedEvidence, Window
 from mura_mt.evaluation.site import EXACT_BOOTSTRAP_MAX, MIN_STUDIES, TOO_FEW
 from mura_mt.inference.operating_points import rule_out_needs, still_needed
 from mura_mt.labels import BODY_PARTS
@@ -24,6 +24,7 @@ from mura_mt.web.login import WebAccess
 from mura_mt.site.window import iso, parse_since
 
 WINDOWS = {"last 7 days": 7, "last 30 days": 30, "last 90 days": 90, "all": None}
+DEFAULT_WINDOW = "last 30 days"
 SOURCES = ("any", "reader", "ris", "import")
 REFRESH_S = 5.0
 TABLE_CSS = """
@@ -63,6 +64,8 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
     only, the others refused (audited); ``evidence``: the shared figures (one for the app by default)."""
     access = access or WebAccess(Access())
     shared = evidence or SharedEvidence(store, period_s=PERIOD_S)
+    # What a page opens with and what /performance answers without arguments, ready before the first reader asks.
+    shared.prepare(Window(days=WINDOWS[DEFAULT_WINDOW], picture=True), Window())
     from mura_mt.evaluation.report import html_table
     from mura_mt.evaluation.site_report import HEADER, metric_rows
 
@@ -126,7 +129,7 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
     with gr.Tab("Performance", id="performance", elem_id="performance-tab"):
         alarm = gr.Markdown(elem_id="performance-drift")
         with gr.Row():
-            window = gr.Radio(list(WINDOWS), value="last 30 days", label="window (by arrival)")
+            window = gr.Radio(list(WINDOWS), value=DEFAULT_WINDOW, label="window (by arrival)")
             source = gr.Dropdown(list(SOURCES), value="any", label="labels from")
         summary = gr.Markdown(elem_id="performance-summary")
         table = gr.HTML(elem_id="performance-table", css_template=TABLE_CSS)

@@ -21,6 +21,7 @@ from mura_mt.access.gate import Access
 from mura_mt.access.roles import ANALYSE
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
 from mura_mt.inference.explain import overlay
+from mura_mt.inference.region import outlined
 from mura_mt.inference.operating_points import OperatingPoints
 from mura_mt.inference.predictor import Predictor, StudyPrediction
 from mura_mt.labels import BODY_PARTS
@@ -33,8 +34,9 @@ MAX_VIEWS = 12
 HOW_TO_READ = """**How to read this.** The body-part model names the part it sees; that part's abnormality
 head gives the probability, compared with the part's threshold (fitted on validation data). *Decided by* says whether
 the predicted part or the part you chose picked the head. The Grad-CAM overlay shows where that head found its
-evidence: warm colours push towards *abnormal*. A study's probability is the mean over its views. Warnings stand
-above the verdict: an image unlike the training images (another body region, a CT or MR slice, a photo, or for the
+evidence: warm colours push towards *abnormal*; the yellow outline on the original encloses where that evidence is
+strongest (the map above half its maximum, around its peak): where the model looked, not a lesion anyone
+delineated. A study's probability is the mean over its views. Warnings stand above the verdict: an image unlike the training images (another body region, a CT or MR slice, a photo, or for the
 bundled demo any real radiograph) gets an answer that is not reliable; an uncertain body part means you should
 choose the part yourself. A checkpoint with operating points also sorts the study: *likely normal* (below a threshold
 that kept the sensitivity at its target, with stated confidence, on the studies it was fitted on), *likely abnormal*
@@ -177,7 +179,9 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
             study_result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
                 unlike_training (above 1: unlike the training images), triage ("likely normal", "uncertain" or
                 "likely abnormal" by the checkpoint's operating points; null without them), triage_basis (whose
-                guarantee: the body part's own point or "site-wide") and the same for each view.
+                guarantee: the body part's own point or "site-wide") and the same for each view, each with its
+                region: where its Grad-CAM evidence is, a closed outline [[x, y], ...] in the image's pixels (null
+                without explain or when the map has no single region; not a delineated lesion).
             views_and_gradcam_overlays: each view, then its overlay when explain is on.
             verdict: the verdict in words, warnings first.
             body_part_probabilities: the study's body-part probabilities.
@@ -189,7 +193,10 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
         gallery = []
         for path, image, view in zip(paths, images, result.views):
             name = Path(path).name
-            gallery.append((pictures.write(image), f"{name}: original"))
+            if view.region is not None:
+                gallery.append((pictures.write(outlined(image, view.region)), f"{name}: evidence region outlined"))
+            else:
+                gallery.append((pictures.write(image), f"{name}: original"))
             if view.heatmap is not None:
                 shown = overlay(image, view.heatmap)
                 gallery.append((pictures.write(shown), f"{name}: Grad-CAM, p={view.abnormal_prob:.2f}"))
@@ -209,8 +216,9 @@ def _endpoints(guarded, pictures: PictureFiles, operating_points: OperatingPoint
 
         Returns:
             result: body_part, part_probs, gated_by, abnormal_prob, threshold, is_abnormal, warnings,
-                unlike_training (above 1: unlike the training images), triage (null without operating points) and
-                triage_basis (the body part's own point or "site-wide").
+                unlike_training (above 1: unlike the training images), triage (null without operating points),
+                triage_basis (the body part's own point or "site-wide") and region (where the Grad-CAM evidence is:
+                a closed outline [[x, y], ...] in the image's pixels; null without explain or a single region).
             overlay: the Grad-CAM overlay as a PNG (the image itself when explain is off).
         """
         allowed(request)
