@@ -78,6 +78,8 @@ def test_study_api_and_override(client, sample_images):
     details, gallery, verdict, part_probs = client.predict(files, "wrist", True, api_name="/predict_study")
     assert details["gated_by"] == "given" and details["body_part"] == "wrist"
     assert len(details["views"]) == len(files) and len(gallery) == 2 * len(files)
+    outlined = [item["caption"] for item in gallery if item["caption"].endswith("evidence region outlined")]
+    assert len(outlined) == sum(view["region"] is not None for view in details["views"]) > 0
     assert details["abnormal_prob"] == pytest.approx(np.mean([v["abnormal_prob"] for v in details["views"]]))
     assert ("ABNORMAL" in verdict) == details["is_abnormal"] and "wrist" in verdict
 
@@ -174,16 +176,28 @@ def test_browser_example_answers_on_click_and_warnings_stand_above_the_verdict(s
 
 
 @pytest.mark.slow
-def test_dicom_upload_through_the_api(client):
+def test_dicom_upload_through_the_api_has_the_srs_region(client, tmp_path):
+    """A real CR through /predict: its region is the polygon the node's SR carries for the same image."""
+    import pydicom
     from gradio_client import handle_file
     from pydicom.data import get_testdata_file
 
-    result, overlay_path = client.predict(
-        handle_file(get_testdata_file("RG3_UNCR.dcm")), "auto", True, api_name="/predict"
-    )
+    from mura_mt.dicom_node.outputs import ModelIdentity
+    from mura_mt.dicom_node.sr import read_report, structured_report
+    from mura_mt.imaging.io import load_radiograph
+    from mura_mt.inference.predictor import Predictor
+
+    path = get_testdata_file("RG3_UNCR.dcm")
+    result, overlay_path = client.predict(handle_file(path), "auto", True, api_name="/predict")
     assert result["body_part"] in ("elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist")
     with Image.open(overlay_path) as overlay:
         assert overlay.size == (1760, 1760)
+    node = Predictor.from_pretrained(REPO / "checkpoints/demo", precision="auto", runtime="auto")  # as the node runs
+    answer = node.predict_study([load_radiograph(path)], explain=True)
+    report = structured_report([pydicom.dcmread(path)], answer, [], ModelIdentity.of(REPO / "checkpoints/demo", "N"))
+    outline = read_report(report)["views"][0]["region"]["outline"]
+    assert result["region"] is not None and len(result["region"]) == len(outline)
+    assert np.abs(np.array(result["region"]) - np.array(outline)).max() <= 0.15  # float32 in the SR, 0.1 px rounding
 
 
 @pytest.mark.slow

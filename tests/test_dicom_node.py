@@ -213,7 +213,8 @@ def test_a_study_that_gets_new_views_after_its_answer_is_answered_again(tmp_path
     store = WorklistStore(tmp_path / "w.sqlite")
     files = sorted(dicom_studies[0].glob("*.dcm"))
     worker = StudyWorker(store, Predictor.from_pretrained(REPO / "checkpoints/demo"),
-                         ModelIdentity("m", "0" * 64, NODE_AET), tmp_path / "outbox", ["dimse"], 1.0)  # fmt: skip
+                         ModelIdentity("m", "0" * 64, NODE_AET), tmp_path / "outbox", ["dimse"], 1.0,
+                         presentation_states=False)  # fmt: skip
 
     def receive(path, now):
         ds = pydicom.dcmread(path, stop_before_pixels=True)

@@ -89,3 +89,15 @@ def test_the_performance_tab_says_how_long_until_each_part_has_its_own_point(yea
     for part in ("wrist", "humerus"):
         more = max(0, 149 - metrics[part]["n_positive"])
         assert (f"{part} {more} more" if more else f"{part} enough") in line
+
+
+def test_the_windows_an_app_opens_with_are_prepared_before_anyone_asks(year):
+    from mura_mt.site.performance import Window
+
+    shared = SharedEvidence(year, resamples=100, period_s=600.0)
+    shared.prepare(Window(), Window(days=30, picture=True))
+    shared.wait()
+    assert shared.computations == 2
+    prepared = shared.figures()
+    assert shared.figures(days=30, picture=True).picture.startswith("<img") and shared.computations == 2
+    assert prepared.metrics["window"] == {"since": None, "until": None, "source": "any"}

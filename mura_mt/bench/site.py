@@ -10,9 +10,8 @@ time: a new ``SharedEvidence``, the reliability diagram included) and ``performa
 ``scrape_cached`` (one Prometheus scrape of a new registry, then of the same), ``drift`` (a new monitor's check); the
 store's disk use per 100,000 studies; and the ratio of each time at the largest size to the smallest. Finally, on the
 largest SQLite store, ``python app.py --worklist-db FILE --metrics-port P`` on loopback: ``/performance`` and
-``/worklist`` through gradio_client and ``/metrics`` over HTTP, five calls each (the first and the median; the app
-prepares the windows a page and ``/performance`` open with as it starts, so ``performance_new_window`` asks for a
-window never computed before, a new one each call), the
+``/worklist`` through gradio_client and ``/metrics`` over HTTP, five calls each (the first and the median;
+``performance_new_window`` asks for a window never computed before, a new one each call), the
 app's memory above its idle size (when it first answers) at the end, and, with a real node receiving a study every 2 s
 on the same store, the app's CPU seconds a minute and the node's latency with no page open and with 4 Performance
 and 4 Worklist pages open in a real Chromium (``site_readers``).

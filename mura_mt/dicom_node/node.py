@@ -35,6 +35,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-store-gb", type=float, default=None, help="disk budget for received instances")
     parser.add_argument("--max-associations", type=int, default=8)
     parser.add_argument("--retain-hours", type=float, default=None, help="delete delivered studies' pixel data after")
+    parser.add_argument("--no-presentation-states", dest="presentation_states", action="store_false",
+                        help="send no Grayscale Softcopy Presentation State (the region drawn on each view)")  # fmt: skip
     add_tls_options(parser)
     parser.add_argument(
         "--audit-log",
@@ -74,6 +76,7 @@ class NodeOptions:
     tls: TlsFiles | None = None
     audit_log: Path | None = None  # None: audit.jsonl in store_dir
     audit_max_mb: float = MAX_MB
+    presentation_states: bool = True  # a GSPS per view with its region of evidence, beside the SCs and the SR
 
     @classmethod
     def from_args(cls, args, ae_title: str, port: int, host: str, db: str) -> NodeOptions:
@@ -98,6 +101,7 @@ class NodeOptions:
             tls=TlsFiles.from_args(args),
             audit_log=Path(args.audit_log) if args.audit_log else None,
             audit_max_mb=args.audit_max_mb,
+            presentation_states=args.presentation_states,
         )
 
 
@@ -118,7 +122,7 @@ class DicomNode:
                                    metrics=metrics)  # fmt: skip
         self.worker = StudyWorker(
             store, predictor, model, o.store_dir / "outbox", self.deliverer.destinations(), o.quiet_seconds,
-            on_answer=self.deliverer.wake, metrics=metrics,
+            on_answer=self.deliverer.wake, metrics=metrics, presentation_states=o.presentation_states,
         )  # fmt: skip
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None

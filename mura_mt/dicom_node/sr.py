@@ -9,6 +9,13 @@ qualitative evaluation of Normality (DCM 121402: SCT Abnormal or Normal), the tr
 operating points (a second qualitative evaluation in a private coding scheme), and each warning as a Comment a reader
 sees. The observer is the node as a device, whose UID changes with the weights; the Image Library references every
 analysed view. Validated by Pixelmed's DicomSRValidator and dciodvfy (tests/test_dicom_roundtrip.py).
+
+Where the evidence is: each view whose Grad-CAM map has a single region (``inference.region``) also gets a TID 1410
+planar ROI group (tracking identifier ``view N region``) whose SCOORD is that region's closed POLYLINE in the source
+image's pixel coordinates, so that a viewer (OHIF) draws it over the radiograph. Its finding type says what it is:
+the region the model's evidence comes from (a private code: DICOM has none), found by Gradient-weighted class
+activation (DCM 130403), NOT a delineated lesion; it carries the view's finding site, probability, threshold and
+verdict. A view without a single region says so in a Comment of its image group.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ PRIVATE_SCHEME = "99MURAMT"
 TRIAGE_CONCEPT = ("TRIAGE", "Triage group by operating points")
 TRIAGE_BASIS_CONCEPT = ("TRIAGEBASIS", "Operating point behind the triage group")
 TRIAGE_VALUES = {"likely normal": "LIKELYNORMAL", "uncertain": "UNCERTAIN", "likely abnormal": "LIKELYABNORMAL"}
+EVIDENCE_CONCEPT = ("EVIDENCEREGION", "Region of the model's evidence, not a delineated lesion")
+REGION_SUFFIX = " region"  # a view's ROI group is tracked as "view N region"
+NO_REGION = ("No single region of evidence: the Grad-CAM map is flat or spread over most of the image, so no "
+             "outline is given")  # fmt: skip
 
 
 def _unit_interval():
@@ -73,6 +84,39 @@ def _group(identifier: str, views, body_part: str, prediction, warnings: list[st
     return group
 
 
+def _region_group(identifier: str, view, body_part: str, prediction, algorithm):
+    """The TID 1410 group that outlines where a view's evidence is (see the module)."""
+    import highdicom as hd
+    import numpy as np
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+    from pydicom.uid import generate_uid
+
+    verdict = codes.SCT.Abnormal if prediction.is_abnormal else codes.SCT.Normal
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.asarray(prediction.region, dtype=np.float64),
+        source_image=hd.sr.SourceImageForRegion(view.SOPClassUID, view.SOPInstanceUID),
+    )
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier + REGION_SUFFIX),
+        referenced_region=region,
+        finding_type=Code(EVIDENCE_CONCEPT[0], PRIVATE_SCHEME, EVIDENCE_CONCEPT[1]),
+        method=codes.DCM.GradientWeightedClassActivation,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(getattr(codes.SCT, FINDING_SITES[body_part]))],
+        measurements=[
+            hd.sr.Measurement(codes.DCM.Probability, float(prediction.abnormal_prob), _unit_interval()),
+            hd.sr.Measurement(codes.DCM.ThresholdValue, float(prediction.threshold), _unit_interval()),
+        ],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict)],
+    )
+    for item in group[0].ContentSequence:  # highdicom 0.28 writes CONTAINS; TID 1410 row 5 is HAS CONCEPT MOD
+        if _code(item) == "370129005":  # Measurement Method (SCT)
+            item.RelationshipType = "HAS CONCEPT MOD"
+    return group
+
+
 def _triage(prediction) -> list:
     """The triage group as a second qualitative evaluation; none when the checkpoint has no operating points."""
     import highdicom as hd
@@ -99,8 +143,9 @@ def structured_report(views, result, warnings: list[str], model: ModelIdentity):
     """The TID 1500 Measurement Report of one answered study. ``warnings`` are the study's (the Predictor's and the
     node's own); each view's group carries that view's.
 
-    A Comprehensive SR (88.33), not a Comprehensive 3D SR: the answer has no spatial coordinates, and Orthanc's Stone
-    viewer reads TID 1500 only from 88.33 (both classes carry the same template)."""
+    A Comprehensive SR (88.33), not a Comprehensive 3D SR: its regions are 2-D image coordinates (SCOORD), which
+    88.33 carries, and Orthanc's Stone viewer reads TID 1500 only from 88.33 (both classes carry the same
+    template)."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
@@ -112,11 +157,16 @@ def structured_report(views, result, warnings: list[str], model: ModelIdentity):
     observer = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=model.device_uid, name=model.node_ae_title, manufacturer_name=OWN_MANUFACTURER, model_name=model.name
     )
-    groups = [
-        _group(f"view {number}", [view], result.body_part, prediction, list(prediction.warnings), algorithm)
-        for number, (view, prediction) in enumerate(zip(views, result.views), start=1)
-    ]
-    groups.append(_group(STUDY_GROUP, views, result.body_part, result, warnings, algorithm))
+    # The regions first: a viewer opens a report on its first group (OHIF's SR viewport does), and the first that
+    # outlines something shows the radiograph with its mark.
+    regions, groups = [], []
+    for number, (view, prediction) in enumerate(zip(views, result.views), start=1):
+        region = getattr(prediction, "region", None)
+        said = list(prediction.warnings) + ([NO_REGION] if region is None else [])
+        groups.append(_group(f"view {number}", [view], result.body_part, prediction, said, algorithm))
+        if region is not None:
+            regions.append(_region_group(f"view {number}", view, result.body_part, prediction, algorithm))
+    groups = [*regions, *groups, _group(STUDY_GROUP, views, result.body_part, result, warnings, algorithm)]
     content = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
             observer_device_context=hd.sr.ObserverContext(codes.DCM.Device, observer)
@@ -153,14 +203,17 @@ def read_report(report) -> dict:
     study's ``abnormal_prob``, ``threshold``, ``verdict`` ("abnormal" / "normal"), ``triage`` (or None),
     ``body_part``, ``warnings``,
     ``images`` (SOP Instance UIDs), the ``model``, ``weights_sha256`` and ``device_uid``, and ``views``: the same per
-    view, in order."""
+    view, in order, each with its ``region`` (outline, image, finding_type; None when the view has none)."""
     import highdicom as hd
     import pydicom
 
     dataset = report if isinstance(report, pydicom.Dataset) else pydicom.dcmread(report)
     content = hd.sr.ComprehensiveSR.from_dataset(dataset).content
     groups = {str(g.tracking_identifier): _read_group(g) for g in content.get_image_measurement_groups()}
+    regions = {str(g.tracking_identifier): _read_region(g) for g in content.get_planar_roi_measurement_groups()}
     study = groups.pop(STUDY_GROUP)
+    for identifier, group in groups.items():
+        group["region"] = regions.get(identifier + REGION_SUFFIX)
     device = content.get_observer_contexts()[0].observer_identifying_attributes
     return {**study, "device_uid": str(device.uid), "views": list(groups.values())}
 
@@ -185,10 +238,21 @@ def _read_group(group) -> dict:
         "verdict": group.get_qualitative_evaluations(name=codes.DCM.Normality)[0].value.meaning.lower(),
         "triage": next((str(e.value.meaning) for e in group.get_qualitative_evaluations(name=triage_name)), None),
         "body_part": parts[group.finding_sites[0].value.value],
-        "warnings": texts(codes.DCM.Comment),
+        "warnings": [text for text in texts(codes.DCM.Comment) if text != NO_REGION],
+        "no_region_said": NO_REGION in texts(codes.DCM.Comment),
         "images": [image.referenced_sop_instance_uid for image in group.source_images],
         "model": next(iter(texts(codes.DCM.AlgorithmName)), None),
         "weights_sha256": parameters[0].removeprefix("weights sha256 ") if parameters else None,
+    }
+
+
+def _read_region(group) -> dict:
+    """A view's region group: its outline ([[x, y], ...]), the image it outlines, and its finding type's meaning."""
+    region = group.roi  # an ImageRegion: the SCOORD, SELECTED FROM its source image
+    return {
+        "outline": region.value.tolist(),
+        "image": region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+        "finding_type": str(group.finding_type.meaning),
     }
 
 

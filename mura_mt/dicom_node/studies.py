@@ -19,6 +19,7 @@ from pathlib import Path
 from mura_mt.dicom_node.files import object_path, write_durably
 from mura_mt.dicom_node.loop import PassLoop
 from mura_mt.dicom_node.outputs import ModelIdentity, secondary_captures
+from mura_mt.dicom_node.presentation import presentation_states
 from mura_mt.dicom_node.sr import structured_report
 from mura_mt.dicom_node.store import WorklistStore
 from mura_mt.imaging.io import InvalidImageError, load_radiograph
@@ -59,7 +60,7 @@ class StudyWorker(PassLoop):
 
     def __init__(self, store: WorklistStore, predictor, model: ModelIdentity, outbox: str | Path,
                  destinations: list[str], quiet_seconds: float = 10.0, poll: float = 0.1,
-                 on_answer=None, metrics=None):  # fmt: skip
+                 on_answer=None, metrics=None, presentation_states: bool = True):  # fmt: skip
         super().__init__()
         self.metrics = metrics  # a monitoring.SiteMetrics that times each analysis
         self.store, self.predictor, self.model = store, predictor, model
@@ -67,6 +68,7 @@ class StudyWorker(PassLoop):
         self.outbox = Path(outbox)
         self.destinations = destinations
         self.quiet_seconds, self.poll = quiet_seconds, poll
+        self.presentation_states = presentation_states
 
     def warm_up(self) -> None:
         """Pay the first study's one-off costs (fonts, highdicom's imports, the model's first call) at start-up:
@@ -79,6 +81,7 @@ class StudyWorker(PassLoop):
         result = self.predictor.predict_study([gray], explain=True)
         annotated_view(gray, result.views[0].heatmap, banner_lines(result, []))
         import highdicom.sc  # noqa: F401
+        import highdicom.pr  # noqa: F401
         import highdicom.sr  # noqa: F401
 
     def split_after(self) -> float:
@@ -149,6 +152,8 @@ class StudyWorker(PassLoop):
             result = dataclasses.replace(result, triage=with_warnings(result.triage, warnings))
         objects = [*secondary_captures(views, grays, result, warnings, self.model),
                    structured_report(views, result, warnings, self.model)]  # fmt: skip
+        if self.presentation_states:
+            objects += presentation_states(views, result, self.model)
         outputs = []
         for dataset in objects:
             path = object_path(self.outbox, uid, str(dataset.SOPInstanceUID))
@@ -160,13 +165,19 @@ class StudyWorker(PassLoop):
             "is_abnormal": bool(result.is_abnormal),
             "triage": result.triage,
             "warnings": warnings,
-            "result": {**result.to_dict(), "warnings": warnings},
+            "result": _without_regions({**result.to_dict(), "warnings": warnings}),
         }
         if not self.store.record_answer(uid, stamp, answer, outputs, self.destinations):
             for _, path in outputs:  # a new view arrived meanwhile: this answer is stale
                 Path(path).unlink(missing_ok=True)
         elif self.on_answer is not None:
             self.on_answer()
+
+
+def _without_regions(answer: dict) -> dict:
+    """The answer as the store keeps it: the views' outlines live in the SR and the presentation states (a hundred
+    points a view would triple a year's store)."""
+    return {**answer, "views": [{k: v for k, v in view.items() if k != "region"} for view in answer["views"]]}
 
 
 def _encode(dataset) -> bytes:

@@ -45,7 +45,11 @@ def evidence_region(heatmap: np.ndarray | None) -> list[list[float]] | None:
     # reduced grid point (i, j) is the centre of its cell: x = (j + 0.5) * scale_x in image pixels
     xs = np.clip((line[:, 0] + 0.5) * scale[0], 0.0, width)
     ys = np.clip((line[:, 1] + 0.5) * scale[1], 0.0, height)
-    points = [[round(float(x), 1), round(float(y), 1)] for x, y in zip(xs, ys)]
+    points = []
+    for x, y in zip(xs, ys):  # clipping to the edge repeats points there: each once
+        point = [round(float(x), 1), round(float(y), 1)]
+        if not points or point != points[-1]:
+            points.append(point)
     if points[0] != points[-1]:
         points.append(list(points[0]))
     return points
@@ -75,15 +79,16 @@ def _reduced(heatmap: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 def _outline_around(grid: np.ndarray, level: float, peak: tuple[float, float]) -> np.ndarray | None:
     """The closed contour of ``grid`` at ``level`` that encloses ``peak`` (grid units, cell centres at i + 0.5),
-    the smallest if several nest; points as (x, y) in grid indices. The grid is padded with its minimum so that a
-    region touching the border closes along it."""
+    the smallest if several nest; points as (x, y) in grid indices. A region touching the border must close along
+    it: the grid is padded with a copy of its edge, then with its minimum, so the contour runs a cell outside the
+    image (clipped to its edge by the caller) and a peak in a corner stays inside the corner's diagonal cut."""
     import contourpy
 
-    padded = np.pad(grid, 1, mode="constant", constant_values=float(grid.min()))
+    padded = np.pad(np.pad(grid, 1, mode="edge"), 1, mode="constant", constant_values=float(grid.min()))
     lines = contourpy.contour_generator(z=padded, line_type=contourpy.LineType.Separate).lines(level)
     around = []
     for line in lines:
-        points = np.asarray(line, dtype=np.float64) - 1.0  # undo the padding
+        points = np.asarray(line, dtype=np.float64) - 2.0  # undo the padding
         polygon = points.tolist() + [points[0].tolist()]
         if len(points) >= 3 and contains(polygon, peak[0] - 0.5, peak[1] - 0.5):
             around.append((_area(points), points))

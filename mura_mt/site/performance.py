@@ -6,8 +6,8 @@ A window's figures are computed again only when the store changed (``WorklistSto
 computation is at least ``period_s`` old, and then in the background: a reader who asks meanwhile gets the last
 figures at once (with the time they were computed; stale-while-revalidate). Only a window never computed before is
 computed while its first reader waits, and a computation in progress is waited for, never started twice. A relative
-window ("last 30 days") is measured from the time of its computation. ``prepare`` computes the windows the pages and
-the API open with, in the background, when the app starts. The figures come from ``SiteLabels.evidence`` without
+window ("last 30 days") is measured from the time of its computation. ``prepare`` computes the window the pages open
+with, in the background, when the app starts. The figures come from ``SiteLabels.evidence`` without
 detail: a few columns of the labelled answers, the bootstrap drawn as counts above
 ``evaluation.site.EXACT_BOOTSTRAP_MAX`` studies a group, so a year at a busy site costs about a second and a few
 hundred MB at most.
@@ -78,11 +78,20 @@ class SharedEvidence:
         return known
 
     def prepare(self, *windows: Window) -> None:
-        """Compute ``windows`` in the background (the app's start: its pages' and API's first windows)."""
-        for window in windows:
-            with self._guard:
-                lock = self._locks.setdefault(window, threading.Lock())
-            self._refresh(window, lock)
+        """Compute ``windows`` in the background, one after another (the app's start: what its pages and its API
+        open with, the API's first); a reader who asks for one meanwhile waits for it, not for the others."""
+
+        def compute_each():
+            for window in windows:
+                with self._guard:
+                    lock = self._locks.setdefault(window, threading.Lock())
+                with lock:
+                    with self._guard:
+                        known = window in self._figures
+                    if not known:
+                        self._compute_logged(window)
+
+        self._start(compute_each, "performance-prepare")
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the background computations started so far have ended (the tests and the benchmark)."""
@@ -97,18 +106,30 @@ class SharedEvidence:
 
         def compute():
             try:
-                self._compute(window)
-            except Exception as err:  # noqa: BLE001 - the store was unreachable, say: the next reader tries again
-                log.warning("the site's figures for %s were not computed: %s", window, err)
+                self._compute_logged(window)
             finally:
                 lock.release()
+
+        self._start(compute, "performance-figures")
+
+    def _start(self, work, name: str) -> None:
+        def run():
+            try:
+                work()
+            finally:
                 with self._guard:
                     self._refreshing.remove(threading.current_thread())
 
-        thread = threading.Thread(target=compute, name="performance-figures", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         with self._guard:
             self._refreshing.append(thread)
         thread.start()
+
+    def _compute_logged(self, window: Window) -> None:
+        try:
+            self._compute(window)
+        except Exception as err:  # noqa: BLE001 - the store was unreachable, say: the next reader tries again
+            log.warning("the site's figures for %s were not computed: %s", window, err)
 
     def _compute(self, window: Window) -> Figures:
         version, now = self.store.version(), time.time()

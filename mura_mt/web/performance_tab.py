@@ -64,8 +64,9 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
     only, the others refused (audited); ``evidence``: the shared figures (one for the app by default)."""
     access = access or WebAccess(Access())
     shared = evidence or SharedEvidence(store, period_s=PERIOD_S)
-    # What a page opens with and what /performance answers without arguments, ready before the first reader asks.
-    shared.prepare(Window(days=WINDOWS[DEFAULT_WINDOW], picture=True), Window())
+    # What every page opens with, ready before the first reader asks (an API call's first window is computed while
+    # it waits: at most 2 s on a million studies).
+    shared.prepare(Window(days=WINDOWS[DEFAULT_WINDOW], picture=True))
     from mura_mt.evaluation.report import html_table
     from mura_mt.evaluation.site_report import HEADER, metric_rows
 
@@ -81,8 +82,9 @@ def performance_tab(demo: gr.Blocks, store: WorklistStore, drift_monitor=None, r
         Returns:
             metrics: overall and one block per body part (study_kappa, study_auroc, sensitivity, specificity,
                 accuracy, each with _ci95, n_studies, n_positive and judgement: "too few to judge" below 20
-                labelled studies), coverage, agreement, window, bootstrap, computed (when: the figures are shared
-                and computed again when the store changes, at most every 30 s) and drift.
+                labelled studies), coverage, agreement, window, bootstrap, computed (when: the figures are shared;
+                after the store changes they are computed again in the background, at most every 30 s, and a call
+                meanwhile gets the last ones) and drift.
         """
         access.require(request, WORKLIST, "/performance")
         try:
