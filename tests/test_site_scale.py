@@ -96,7 +96,6 @@ def test_the_windows_an_app_opens_with_are_prepared_before_anyone_asks(year):
 
     shared = SharedEvidence(year, resamples=100, period_s=600.0)
     shared.prepare(Window(), Window(days=30, picture=True))
-    shared.wait()
     assert shared.computations == 2
     prepared = shared.figures()
     assert shared.figures(days=30, picture=True).picture.startswith("<img") and shared.computations == 2
