@@ -21,7 +21,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 PREFIX = "mura-mt-"
 OWNER = ".owner"
-_made: list[Path] = []
+_made: list[tuple[Path, int]] = []  # (folder, the id of the process that made it)
 _lock = threading.Lock()
 
 
@@ -47,15 +47,18 @@ def process_folder(kind: str) -> Path:
     with _lock:
         if not _made:
             atexit.register(_remove_all)
-        _made.append(folder)
+        _made.append((folder, os.getpid()))
     return folder
 
 
 def _remove_all() -> None:
+    """At exit: this process's folders. A forked child (a worker pool, ZeroGPU's emulation) inherits the list and
+    this handler; it must not delete its parent's folders while the parent still writes into them."""
     with _lock:
         folders, _made[:] = list(_made), []
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
+    for folder, maker in folders:
+        if maker == os.getpid():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def sweep_orphans(root: str | Path | None = None) -> list[Path]:

@@ -80,3 +80,21 @@ def test_the_app_started_three_times_leaves_no_folder_of_its_own(tmp_path):
         left.append(_ours(tmp))
     assert left[0] == [] and len(left[1]) >= 3  # a kill -9 leaves them ...
     assert left[2] == []  # ... until the next start sweeps them, and that one cleans its own
+
+
+def test_a_forked_child_that_exits_leaves_its_parents_folders(tmp_path):
+    """A worker forked after the folder was made runs the exit handlers it inherited; the parent's folder stays."""
+    script = (
+        "import os, sys, tempfile\n"
+        f"tempfile.tempdir = {str(tmp_path)!r}\n"
+        "from mura_mt.scratch import process_folder\n"
+        "folder = process_folder('pictures')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.exit(0)  # a normal exit: atexit handlers run in the child\n"
+        "os.waitpid(pid, 0)\n"
+        "print(folder.is_dir())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stdout + done.stderr
+    assert _ours(tmp_path) == []  # and the parent's own exit removed it

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from mura_mt.dicom_node.store import WorklistStore
+from mura_mt.dicom_node.store import SCHEMA_VERSION, WorklistStore
 from tests.conftest import REPO
 from tests.postgres import postgres
 from tests.test_worklist_store import answered, view
@@ -59,7 +59,7 @@ def test_a_backup_taken_while_studies_arrive_restores_into_a_store_the_node_open
     store.db.close()
     assert admin(target, "restore", str(tmp_path / "backup.db")).returncode == 0
     report = json.loads(admin(target, "check").stdout)
-    assert report["ok"] and report["schema"] == "3", report
+    assert report["ok"] and report["schema"] == SCHEMA_VERSION, report
     restored = WorklistStore(target, node="NODEA")  # what a node starting on it does first
     studies = restored._rows("SELECT study_uid, status FROM studies")
     assert 200 <= len(studies) <= final  # one committed state: everything before the backup, some of what came during

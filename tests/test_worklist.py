@@ -41,6 +41,19 @@ def test_since_takes_unix_seconds_or_iso_times(since, expected):
     assert parse_since(since) == expected
 
 
+def test_api_rows_say_whose_guarantee_stands_behind_the_triage(tmp_path):
+    store = WorklistStore(tmp_path / "w.sqlite")
+    for uid, basis in (("1", "wrist"), ("2", "site-wide"), ("3", None)):
+        store.add_instance(Instance(f"{uid}.1", uid, f"{uid}.0", "1.2.840.10008.5.1.4.1.1.1", "CR", "WRIST", "", 0),
+                           now=10)  # fmt: skip
+        assert store.claim(uid, 10, now=30)
+        triage = "likely normal" if basis else None
+        answer = {"body_part": "wrist", "abnormal_prob": 0.01, "is_abnormal": False, "warnings": [], "triage": triage,
+                  "result": {"triage": triage, "triage_basis": basis}}  # fmt: skip
+        assert store.record_answer(uid, 10, answer, [], [])
+    assert {r["study_uid"]: r["triage_basis"] for r in api_rows(store)} == {"1": "wrist", "2": "site-wide", "3": None}
+
+
 def test_bad_api_input_is_refused_with_what_is_accepted(tmp_path):
     store = WorklistStore(tmp_path / "w.sqlite")
     refusals = (

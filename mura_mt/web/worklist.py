@@ -24,7 +24,7 @@ from mura_mt.imaging.io import InvalidImageError, load_radiograph
 from mura_mt.site.window import iso, parse_since
 
 API_KEYS = ("study_uid", "accession", "patient_id", "received", "views", "status", "body_part", "abnormal_prob",
-            "is_abnormal", "triage", "warnings", "read")  # fmt: skip
+            "is_abnormal", "triage", "triage_basis", "warnings", "read")  # fmt: skip
 TABLE_HEADERS = ["Priority", "Received", "Accession", "Patient", "Body part", "P(abnormal)", "Verdict", "Warnings",
                  "Status", "Read"]  # fmt: skip
 NOT_ANSWERED = ("skipped", "failed")
@@ -35,6 +35,14 @@ def warnings_of(row: dict) -> list[str]:
     if row["status"] in NOT_ANSWERED and row.get("detail"):
         return [f"{row['status']}: {row['detail']}"]
     return list(row["warnings"])
+
+
+def triage_basis(row: dict) -> str | None:
+    """Whose guarantee stands behind the study's "likely ..." group (the part's own operating point or "site-wide"),
+    from the answer the node stored; None without operating points or an answer."""
+    if not row.get("answer"):
+        return None
+    return (json.loads(row["answer"]) or {}).get("triage_basis")
 
 
 def api_rows(store: WorklistStore, status: str | None = None, since=None, limit: int = 100,
@@ -58,6 +66,7 @@ def api_rows(store: WorklistStore, status: str | None = None, since=None, limit:
             "abnormal_prob": None if row["abnormal_prob"] is None else round(float(row["abnormal_prob"]), 4),
             "is_abnormal": None if row["is_abnormal"] is None else bool(row["is_abnormal"]),
             "triage": row["triage"],
+            "triage_basis": triage_basis(row),
             "warnings": warnings_of(row),
             "read": bool(row["read"]),
         }

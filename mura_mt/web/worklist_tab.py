@@ -167,7 +167,8 @@ def worklist_tab(demo: gr.Blocks, store: WorklistStore, predictor, refresh_s: fl
         Returns:
             rows: one dict a study with study_uid, accession, patient_id, received (ISO 8601, UTC), views, status,
                 body_part, abnormal_prob, is_abnormal, triage ("likely normal", "uncertain", "likely abnormal", or
-                null without operating points), warnings (for skipped and failed studies: why) and read.
+                null without operating points), triage_basis (whose guarantee: the body part's own operating point
+                or "site-wide"), warnings (for skipped and failed studies: why) and read.
         """
         access.require(request, WORKLIST, "/worklist")
         try:
