@@ -19,7 +19,6 @@ from tests.services import required
 
 PROXY_ADDRESS = "127.0.0.2"
 CONFIG = """
-{user}
 worker_processes 1;
 daemon off;
 pid {folder}/nginx.pid;
@@ -55,19 +54,21 @@ http {{
 """
 
 
-def _binary() -> str | None:
+def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
 @contextlib.contextmanager
-def _running(folder: Path, port: int, upstream: int, htpasswd: Path, groups: dict[str, str]) -> Iterator[str]:
+def running_nginx(folder: Path, port: int, config: str) -> Iterator[str]:
+    """Debian's nginx as a plain process on ``config`` (an http block listening on 127.0.0.1:``port``; its logs and
+    temp folders in ``folder``), as root when the tests run as root; yields http://127.0.0.1:PORT once it listens,
+    RuntimeError (with its error log) when it does not."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "nginx.conf"
-    mapped = " ".join(f'{user} "{value}";' for user, value in groups.items())
-    config.write_text(CONFIG.format(user="user root;" if os.geteuid() == 0 else "", folder=folder, port=port,
-                                    upstream=upstream, htpasswd=htpasswd, bind=PROXY_ADDRESS, groups=mapped))  # fmt: skip
+    path = folder / "nginx.conf"
+    path.write_text(("user root;\n" if os.geteuid() == 0 else "") + config)
     with open(folder / "stdout.log", "w") as log:
-        proc = subprocess.Popen([_binary(), "-c", str(config), "-p", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([nginx_binary(), "-c", str(path), "-p", str(folder)], stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.time() + 30
         while True:
@@ -78,14 +79,23 @@ def _running(folder: Path, port: int, upstream: int, htpasswd: Path, groups: dic
             if time.time() > deadline:
                 raise RuntimeError("nginx did not listen within 30 s")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def _running(folder: Path, port: int, upstream: int, htpasswd: Path, groups: dict[str, str]) -> Iterator[str]:
+    mapped = " ".join(f'{user} "{value}";' for user, value in groups.items())
+    config = CONFIG.format(folder=folder, port=port, upstream=upstream, htpasswd=htpasswd, bind=PROXY_ADDRESS,
+                           groups=mapped)  # fmt: skip
+    with running_nginx(folder, port, config) as url:
+        yield url + "/"
+
+
 def nginx(folder: Path, port: int, upstream: int, htpasswd: Path, groups: dict[str, str]):
     """Yields the proxy's URL; skipped locally without nginx, a failure in CI (whose .ci/run installs it)."""
-    return required(_binary() is not None, "CI must run the single sign-on test: apt-get install nginx-light",
+    return required(nginx_binary() is not None, "CI must run the single sign-on test: apt-get install nginx-light",
                     "nginx not installed (apt-get install nginx-light)",
                     _running(folder, port, upstream, htpasswd, groups))  # fmt: skip

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.nginx import nginx_binary, running_nginx
 from tests.services import required
 
 OHIF_VERSION = "3.13.2"
@@ -63,7 +61,6 @@ APP_CONFIG = """window.config = {
 };
 """
 NGINX = """
-{user}
 worker_processes 1;
 daemon off;
 pid {folder}/nginx.pid;
@@ -88,7 +85,7 @@ http {{
 
 
 def ohif_installed() -> bool:
-    return (OHIF_DIST / "index.html").is_file() and shutil.which("nginx") is not None
+    return (OHIF_DIST / "index.html").is_file() and nginx_binary() is not None
 
 
 @contextlib.contextmanager
@@ -108,25 +105,9 @@ def _serve(folder: Path, orthanc_http_port: int) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "app-config.js").write_text(APP_CONFIG)
     port = free_port()
-    config = folder / "nginx.conf"
-    config.write_text(NGINX.format(user="user root;" if os.geteuid() == 0 else "", folder=folder, port=port,
-                                   root=OHIF_DIST, orthanc=orthanc_http_port))  # fmt: skip
-    with open(folder / "stdout.log", "w") as log:
-        proc = subprocess.Popen(["nginx", "-c", str(config), "-p", str(folder)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {(folder / 'error.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.time() > deadline:
-                raise RuntimeError("nginx did not listen within 30 s")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    config = NGINX.format(folder=folder, port=port, root=OHIF_DIST, orthanc=orthanc_http_port)
+    with running_nginx(folder, port, config) as url:
+        yield url
 
 
 def open_report(browser, viewer: str, study_uid: str, report_series_uid: str, screenshot: Path) -> dict:

@@ -54,23 +54,35 @@ def _unit_interval():
     return Code("{0:1}", "UCUM", "range: 0:1")
 
 
+def _answer_items(identifier: str, body_part: str, prediction, algorithm) -> dict:
+    """What every group says of its view or study: tracking, algorithm, finding site, probability, threshold and
+    verdict (as the keyword arguments of highdicom's group templates)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    verdict = codes.SCT.Abnormal if prediction.is_abnormal else codes.SCT.Normal
+    return {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
+        "algorithm_id": algorithm,
+        "finding_sites": [hd.sr.FindingSite(getattr(codes.SCT, FINDING_SITES[body_part]))],
+        "measurements": [
+            hd.sr.Measurement(codes.DCM.Probability, float(prediction.abnormal_prob), _unit_interval()),
+            hd.sr.Measurement(codes.DCM.ThresholdValue, float(prediction.threshold), _unit_interval()),
+        ],
+        "qualitative_evaluations": [hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict)],
+    }
+
+
 def _group(identifier: str, views, body_part: str, prediction, warnings: list[str], algorithm):
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
-    from pydicom.uid import generate_uid
 
-    verdict = codes.SCT.Abnormal if prediction.is_abnormal else codes.SCT.Normal
+    items = _answer_items(identifier, body_part, prediction, algorithm)
+    items["qualitative_evaluations"] += _triage(prediction)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
-        algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(getattr(codes.SCT, FINDING_SITES[body_part]))],
-        source_images=[hd.sr.SourceImageForMeasurementGroup(v.SOPClassUID, v.SOPInstanceUID) for v in views],
-        measurements=[
-            hd.sr.Measurement(codes.DCM.Probability, float(prediction.abnormal_prob), _unit_interval()),
-            hd.sr.Measurement(codes.DCM.ThresholdValue, float(prediction.threshold), _unit_interval()),
-        ],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict), *_triage(prediction)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup(v.SOPClassUID, v.SOPInstanceUID) for v in views], **items
     )
     for warning in warnings:  # free text a reader sees beside the verdict
         group[0].ContentSequence.append(hd.sr.TextContentItem(codes.DCM.Comment, warning, relationship_type="CONTAINS"))
@@ -90,26 +102,17 @@ def _region_group(identifier: str, view, body_part: str, prediction, algorithm):
     import numpy as np
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
-    from pydicom.uid import generate_uid
 
-    verdict = codes.SCT.Abnormal if prediction.is_abnormal else codes.SCT.Normal
     region = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=np.asarray(prediction.region, dtype=np.float64),
         source_image=hd.sr.SourceImageForRegion(view.SOPClassUID, view.SOPInstanceUID),
     )
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier + REGION_SUFFIX),
         referenced_region=region,
         finding_type=Code(EVIDENCE_CONCEPT[0], PRIVATE_SCHEME, EVIDENCE_CONCEPT[1]),
         method=codes.DCM.GradientWeightedClassActivation,
-        algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(getattr(codes.SCT, FINDING_SITES[body_part]))],
-        measurements=[
-            hd.sr.Measurement(codes.DCM.Probability, float(prediction.abnormal_prob), _unit_interval()),
-            hd.sr.Measurement(codes.DCM.ThresholdValue, float(prediction.threshold), _unit_interval()),
-        ],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Normality, verdict)],
+        **_answer_items(identifier + REGION_SUFFIX, body_part, prediction, algorithm),
     )
     for item in group[0].ContentSequence:  # highdicom 0.28 writes CONTAINS; TID 1410 row 5 is HAS CONCEPT MOD
         if _code(item) == "370129005":  # Measurement Method (SCT)
@@ -161,7 +164,7 @@ def structured_report(views, result, warnings: list[str], model: ModelIdentity):
     # outlines something shows the radiograph with its mark.
     regions, groups = [], []
     for number, (view, prediction) in enumerate(zip(views, result.views), start=1):
-        region = getattr(prediction, "region", None)
+        region = prediction.region
         said = list(prediction.warnings) + ([NO_REGION] if region is None else [])
         groups.append(_group(f"view {number}", [view], result.body_part, prediction, said, algorithm))
         if region is not None:

@@ -127,13 +127,15 @@ MIGRATIONS = {
     ),
 }
 CHANGED = "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'changes'"
-SCHEMA = SCHEMA.replace("WORKLIST_GROUP", WORKLIST_GROUP).replace("WORKLIST_KEY", WORKLIST_KEY)
-MIGRATIONS = {
-    version: tuple(
-        step.replace("WORKLIST_GROUP", WORKLIST_GROUP).replace("WORKLIST_KEY", WORKLIST_KEY) for step in steps
-    )
-    for version, steps in MIGRATIONS.items()
-}
+
+
+def _with_order(sql: str) -> str:
+    """``sql`` with the reading order's expressions in place of their names."""
+    return sql.replace("WORKLIST_GROUP", WORKLIST_GROUP).replace("WORKLIST_KEY", WORKLIST_KEY)
+
+
+SCHEMA = _with_order(SCHEMA)
+MIGRATIONS = {version: tuple(map(_with_order, steps)) for version, steps in MIGRATIONS.items()}
 
 
 @dataclass(frozen=True)

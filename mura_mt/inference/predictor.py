@@ -11,6 +11,7 @@ several threads: decoding and assembling run in the caller's thread, only the mo
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -69,14 +70,18 @@ class Prediction:
     # Whose guarantee stands behind a "likely ..." group: the body part's own operating point, or "site-wide" (a
     # marginal guarantee over the calibration studies' case mix, for a part without a point of its own); else None.
     triage_basis: str | None = None
-    # Where the evidence is (``region``): the closed outline [[x, y], ...] of the Grad-CAM map at half its maximum
-    # around its peak, in the original image's pixel coordinates; None without a map or when the map has no single
-    # region. The region the model's evidence comes from, not a delineated lesion.
-    region: list[list[float]] | None = None
+
+    @functools.cached_property
+    def region(self) -> list[list[float]] | None:
+        """Where the evidence is: the closed outline [[x, y], ...] of the Grad-CAM map at half its maximum around its
+        peak, in the original image's pixel coordinates; None without a map or when the map has no single region.
+        The region the model's evidence comes from, not a delineated lesion. Traced when first asked for (the SR,
+        the API, the upload tab), not for every explained view (bulk overlays, reports, export checks)."""
+        return evidence_region(self.heatmap)
 
     def to_dict(self) -> dict:
-        """JSON-ready fields (the heatmap is left out)."""
-        return {k: v for k, v in self.__dict__.items() if k != "heatmap"}
+        """JSON-ready fields and the region (the heatmap is left out)."""
+        return {**_fields(self, "heatmap"), "region": self.region}
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,13 @@ class StudyPrediction(Prediction):
     views: list[Prediction] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        base = {k: v for k, v in self.__dict__.items() if k not in ("heatmap", "views")}
+        base = {**_fields(self, "heatmap", "views"), "region": self.region}
         return {**base, "views": [view.to_dict() for view in self.views]}
+
+
+def _fields(prediction: Prediction, *left_out: str) -> dict:
+    """The dataclass fields but ``left_out`` (the cached region lives in ``__dict__`` too, once traced)."""
+    return {k: v for k, v in prediction.__dict__.items() if k not in (*left_out, "region")}
 
 
 class Predictor:
@@ -245,7 +255,6 @@ class Predictor:
         heatmap = None
         if maps is not None:
             heatmap = scale_to_unit(unletterbox(maps[v : v + 1].float().cpu(), prepared.geometry))[0, 0].numpy()
-        region = evidence_region(heatmap)
         view_prob = float(decided.view_probs[v])
         threshold = float(self.calibration.threshold[part])
         warnings = self._warnings(prepared.gray, part_probs, ood_scores, v, part, given)
@@ -259,7 +268,6 @@ class Predictor:
             heatmap=heatmap,
             warnings=warnings,
             unlike_training=float(ood_scores[v]) if ood_scores is not None else None,
-            region=region,
             **self._triage(BODY_PARTS[part], view_prob, warnings),
         )
 

@@ -107,18 +107,10 @@ class SharedEvidence:
                 self._compute_logged(window)
             finally:
                 lock.release()
-
-        self._start(compute, "performance-figures")
-
-    def _start(self, work, name: str) -> None:
-        def run():
-            try:
-                work()
-            finally:
                 with self._guard:
                     self._refreshing.remove(threading.current_thread())
 
-        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread = threading.Thread(target=compute, name="performance-figures", daemon=True)
         with self._guard:
             self._refreshing.append(thread)
         thread.start()
@@ -149,4 +141,5 @@ def _reliability(studies) -> str:
     from mura_mt.evaluation.site_report import reliability_figure
 
     png = reliability_figure(studies).png
-    return f'<img alt="reliability" style="max-width:420px" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    encoded = base64.b64encode(png).decode()
+    return f'<img alt="reliability" style="max-width:420px" src="data:image/png;base64,{encoded}">'
