@@ -73,6 +73,16 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def cpu_int8_kind() -> str | None:
+    """The instructions ONNX Runtime's int8 kernels use here: "AVX-512 VNNI", "AVX-VNNI" or "AVX2" (u8 x s8 products
+    without VNNI; the int8 graph is made with 7-bit weights so they cannot saturate), else None (int8 not picked)."""
+    flags = cpu_flags()
+    for flag, kind in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2")):
+        if flag in flags:
+            return kind
+    return None
+
+
 def describe_cpu() -> str:
     """One line for logs and benchmark reports: name, notable flags, usable cores."""
     flags = [flag for flag in NOTABLE_FLAGS if flag in cpu_flags()]

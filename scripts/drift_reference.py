@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="valid", choices=["train", "valid"])
     args = parser.parse_args(argv)
     table = read_csv_index(args.csv) if args.csv else read_mura_index(args.data_root, args.split)
-    reference = reference_from_predictor(Predictor.from_pretrained(args.checkpoint, precision="fp32"), table)
+    fp32 = Predictor.from_pretrained(args.checkpoint, precision="fp32", runtime="torch")
+    reference = reference_from_predictor(fp32, table)
     reference["source"] += f" ({args.csv or args.split + ' split'})"
     path = write_reference(args.checkpoint, reference)
     print(f"wrote {path}: {reference['studies']} studies, warning rate {reference['warning_rate']:.3f}")

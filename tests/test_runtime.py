@@ -12,7 +12,8 @@ from pydicom.data import get_testdata_file
 from mura_mt import BODY_PARTS
 from mura_mt.data import read_mura_index
 from mura_mt.evaluation.evaluate import predict_table
-from mura_mt.hardware import cpu_has_native_bf16
+from mura_mt.evaluation.drift import load_reference
+from mura_mt.hardware import cpu_has_native_bf16, cpu_int8_kind
 from mura_mt.imaging.preprocessing import Preprocessing
 from mura_mt.inference.bulk import predict_files
 from mura_mt.inference.checkpoint import load_checkpoint
@@ -161,22 +162,67 @@ def test_every_entry_point_answers_the_same(runtimes, valid_table, synthetic_roo
 def test_runtime_choice(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.delenv("MURA_MT_RUNTIME", raising=False)
-    # With precision auto: PyTorch bf16 where the CPU has native bf16 (as fast at batch 1, faster in batches),
-    # ONNX Runtime fp32 elsewhere; with fp32 asked for, ONNX Runtime on every CPU.
-    expected = "torch" if cpu_has_native_bf16() else "onnx"
-    assert resolve_runtime("auto", cpu) == expected and resolve_runtime(None, cpu) == expected
-    assert resolve_runtime("auto", cpu, precision="fp32") == "onnx"
-    assert resolve_runtime("auto", cuda) == "torch"
-    assert resolve_runtime("auto", cpu, precision="bf16") == "torch"  # bf16 is PyTorch's
-    assert resolve_runtime("torch", cpu) == "torch"
+    choose = lambda *args, **kw: resolve_runtime(*args, **kw).name  # noqa: E731
+    # precision auto with a gated int8 graph: int8 on CPUs with VNNI or AVX2.
+    with_int8 = "onnx-int8" if cpu_int8_kind() else ("torch" if cpu_has_native_bf16() else "onnx")
+    assert choose("auto", cpu, int8_problem=None) == with_int8 and choose(None, cpu, int8_problem=None) == with_int8
+    # Without one: PyTorch bf16 where the CPU has native bf16, ONNX Runtime fp32 elsewhere, and it says why.
+    without = resolve_runtime("auto", cpu, int8_problem="ckpt has no int8 model")
+    assert without.name == ("torch" if cpu_has_native_bf16() else "onnx") and "ckpt has no int8 model" in without.why
+    assert choose("auto", cpu, precision="fp32", int8_problem=None) == "onnx"  # fp32 asked for: never int8
+    assert choose("auto", cuda, int8_problem=None) == "torch"
+    assert choose("auto", cpu, precision="bf16", int8_problem=None) == "torch"  # bf16 is PyTorch's
+    assert choose("torch", cpu) == "torch"
     monkeypatch.setenv("MURA_MT_RUNTIME", "torch")
-    assert resolve_runtime(None, cpu) == "torch"
+    assert choose(None, cpu, int8_problem=None) == "torch"
     with pytest.raises(RuntimeChoiceError, match="CPU only"):
         resolve_runtime("onnx", cuda)
     with pytest.raises(RuntimeChoiceError, match="no bf16"):
         resolve_runtime("onnx", cpu, precision="bf16")
     with pytest.raises(RuntimeChoiceError, match="one of"):
         resolve_runtime("tensorrt", cpu)
+
+
+def test_int8_only_where_the_cpu_has_the_instructions(monkeypatch):
+    import mura_mt.inference.runners as runners
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("MURA_MT_RUNTIME", raising=False)
+    monkeypatch.setattr(runners, "cpu_int8_kind", lambda: None)  # e.g. an ARM server
+    choice = resolve_runtime("auto", cpu, int8_problem=None)
+    assert choice.name != "onnx-int8" and "neither VNNI nor AVX2" in choice.why
+    monkeypatch.setattr(runners, "cpu_int8_kind", lambda: "AVX2")
+    assert resolve_runtime("auto", cpu, int8_problem=None) == ("onnx-int8", "the int8 graph passed its accuracy gate; AVX2 CPU")
+
+
+@pytest.mark.skipif(not cpu_int8_kind(), reason="int8 is picked on x86 CPUs with VNNI or AVX2 only")
+def test_the_python_default_is_the_gated_int8_graph_with_its_own_warning_and_drift_reference(monkeypatch):
+    monkeypatch.delenv("MURA_MT_RUNTIME", raising=False)
+    config = json.loads((DEMO / "config.json").read_text())
+    predictor = Predictor.from_pretrained(DEMO)
+    assert (predictor.runtime, predictor.precision) == ("onnx-int8", "int8") and "accuracy gate" in predictor.runner.why
+    fitted = config["onnx_int8"]["ood"]["thresholds"]
+    assert predictor.ood.thresholds.tolist() == pytest.approx([fitted["knn"], fitted["style"]])
+    assert predictor.ood.thresholds[0] != pytest.approx(config["ood"]["thresholds"]["knn"])  # not fp32's
+    assert Predictor.from_pretrained(DEMO, precision="fp32", runtime="torch").ood.thresholds[0] == pytest.approx(
+        config["ood"]["thresholds"]["knn"]
+    )
+    int8_reference, fp32_reference = load_reference(DEMO, "onnx-int8"), load_reference(DEMO, "torch")
+    assert int8_reference != fp32_reference and fp32_reference == load_reference(DEMO)
+
+
+def test_auto_says_why_it_does_not_serve_a_failed_int8_graph(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("MURA_MT_RUNTIME", raising=False)
+    checkpoint = shutil.copytree(DEMO, tmp_path / "ckpt")
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["onnx_int8"]["accuracy"] = {"passed": False, "failures": ["part_agreement is 0.9900 (min 0.995)"]}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("INFO", logger="mura_mt.inference.runners"):
+        predictor = Predictor.from_pretrained(checkpoint)
+    assert predictor.runtime != "onnx-int8"
+    assert "failed its accuracy gate (part_agreement is 0.9900 (min 0.995))" in caplog.text
+    with pytest.raises(RuntimeChoiceError, match="part_agreement"):
+        Predictor.from_pretrained(checkpoint, runtime="onnx-int8")
 
 
 def test_graph_cache_is_keyed_by_the_weights_and_never_trusts_a_wrong_key(tmp_path):
@@ -204,16 +250,20 @@ def test_int8_serves_only_with_a_matching_passing_record(tmp_path):
     (checkpoint / "model.int8.onnx").write_bytes(b"graph")
     from mura_mt.inference.checkpoint import file_sha256
 
+    (checkpoint / "ood.int8.safetensors").write_bytes(b"statistics")
     good = {
         "file": "model.int8.onnx",
         "sha256": file_sha256(checkpoint / "model.int8.onnx"),
         "weights_sha256": config["weights_sha256"],
+        "ood": {"file": "ood.int8.safetensors", "sha256": file_sha256(checkpoint / "ood.int8.safetensors")},
         "accuracy": {"passed": True},
     }
     assert verified_int8_graph(checkpoint, {**config, "onnx_int8": good}) == checkpoint / "model.int8.onnx"
     for broken, reason in [
         ({**good, "weights_sha256": "f" * 64}, "other weights"),
         ({**good, "sha256": "0" * 64}, "does not match"),
+        ({k: v for k, v in good.items() if k != "ood"}, "no warning statistics fitted on its own features"),
+        ({**good, "ood": {**good["ood"], "sha256": "0" * 64}}, "ood.int8.safetensors is missing or does not match"),
         ({**good, "accuracy": {"passed": False, "failures": ["study_kappa differs by 0.03"]}}, "study_kappa"),
     ]:
         with pytest.raises(RuntimeChoiceError, match=reason):
@@ -232,17 +282,26 @@ def test_export_int8_records_what_it_measured_and_serving_obeys_it(trained_run, 
     assert record["weights_sha256"] == config["weights_sha256"] and record["calibration"]["images"] > 0
     # The recorded int8 figures are what the graph really gives.
     model, _ = load_checkpoint(checkpoint)
-    reference = Predictor.from_pretrained(checkpoint, runtime="torch")
+    reference = Predictor.from_pretrained(checkpoint, precision="fp32", runtime="torch")
     int8 = Predictor(
         model, reference.serving, ood=reference.ood, runner=OnnxRunner(checkpoint / "model.int8.onnx", model)
     )
-    metrics, _ = evaluate_checkpoint(int8, read_mura_index(synthetic_root, "valid"), progress=False)
-    assert record["accuracy"]["int8"]["study_kappa"] == pytest.approx(
-        metrics["predicted_gate"]["overall"]["study_kappa"]
-    )
-    assert record["accuracy"]["int8"]["part_accuracy"] == pytest.approx(metrics["part_accuracy"])
-    if record["accuracy"]["passed"]:
-        assert Predictor.from_pretrained(checkpoint, runtime="onnx-int8").precision == "int8"
+    valid = read_mura_index(synthetic_root, "valid")
+    metrics, studies = evaluate_checkpoint(int8, valid, progress=False)
+    _, fp32_studies = evaluate_checkpoint(reference, valid, progress=False)
+    gate = record["accuracy"]
+    assert gate["int8"]["study_kappa"] == pytest.approx(metrics["predicted_gate"]["overall"]["study_kappa"])
+    assert gate["int8"]["part_accuracy"] == pytest.approx(metrics["part_accuracy"])
+    assert gate["study_verdict_agreement"] == pytest.approx((studies["pred"] == fp32_studies["pred"]).mean())
+    assert gate["studies"] == len(studies) and gate["views"] == len(valid)
+    # The model card says what the gate measured; the warning shipped for int8 is the one recorded.
+    card = (checkpoint / "README.md").read_text()
+    assert "## int8 on the CPU" in card and f"{gate['study_verdict_agreement']:.4f}" in card
+    thresholds = record["ood"]["thresholds"]
+    if gate["passed"]:
+        served = Predictor.from_pretrained(checkpoint, runtime="onnx-int8")
+        assert served.precision == "int8"
+        assert served.ood.thresholds.tolist() == pytest.approx([thresholds["knn"], thresholds["style"]])
     else:
-        with pytest.raises(RuntimeChoiceError, match="failed its accuracy check"):
+        with pytest.raises(RuntimeChoiceError, match="failed its accuracy gate"):
             Predictor.from_pretrained(checkpoint, runtime="onnx-int8")

@@ -66,19 +66,26 @@ def reference_from_predictor(predictor, table, batch_studies: int = 16, progress
     return build_reference(parts, probs, warned, f"{len(groups)} validation studies")
 
 
-def write_reference(checkpoint_dir: str | Path, reference: dict) -> Path:
-    path = Path(checkpoint_dir) / REFERENCE_FILE
+def write_reference(checkpoint_dir: str | Path, reference: dict, name: str = REFERENCE_FILE) -> Path:
+    path = Path(checkpoint_dir) / name
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(reference, indent=1))
     temporary.replace(path)  # never half a reference
     return path
 
 
-def load_reference(checkpoint_dir: str | Path | None) -> dict | None:
-    """The checkpoint's reference, or None (an older checkpoint, or a Hub id not downloaded here)."""
+def load_reference(checkpoint_dir: str | Path | None, runtime: str | None = None) -> dict | None:
+    """The checkpoint's reference, or None (an older checkpoint, or a Hub id not downloaded here): the one made from
+    ``runtime``'s own answers where the checkpoint ships one for it (its int8 graph does), else the fp32 one."""
     if checkpoint_dir is None:
         return None
-    path = Path(checkpoint_dir) / REFERENCE_FILE
+    directory = Path(checkpoint_dir)
+    path = directory / REFERENCE_FILE
+    if runtime is not None and (directory / "config.json").is_file():
+        from mura_mt.inference.runners import runtime_file  # serving's import; the tests here stay NumPy/SciPy
+
+        config = json.loads((directory / "config.json").read_text())
+        path = runtime_file(directory, config, runtime, "drift_reference") or path
     return json.loads(path.read_text()) if path.is_file() else None
 
 

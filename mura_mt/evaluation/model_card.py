@@ -88,6 +88,8 @@ machine-learning research on upper-extremity radiographs and for teaching; any c
 
 {_operating_points_text(config)}
 
+{int8_section(config.get("onnx_int8"))}
+
 ## Known limitations
 
 {LIMITATIONS}
@@ -162,6 +164,48 @@ def _ood_text(ood: dict) -> str:
         "Mahalanobis distance of the first two stages' channel statistics, each over its threshold; thresholds "
         f"fitted so that {ood['val_false_alarm_rate']:.0%} of val images are flagged."
     )
+
+
+INT8_HEADING = "## int8 on the CPU"
+
+
+def int8_section(record: dict | None) -> str:
+    """What the int8 graph's gate measured against fp32 PyTorch (config.json's ``onnx_int8``), as a card section."""
+    if not record:
+        return f"{INT8_HEADING}\n\nNone shipped: `--runtime auto` serves PyTorch or ONNX Runtime fp32."
+    gate = record["accuracy"]
+    rows = [
+        ("body part agreement, images", gate["part_agreement"], gate["gate"]["part_agreement"]),
+        ("study verdict agreement", gate["study_verdict_agreement"], gate["gate"]["study_verdict_agreement"]),
+        *(
+            (f"{name} fp32 / int8", f"{gate['fp32'][name]:.4f} / {gate['int8'][name]:.4f}", gate["gate"][name])
+            for name in ("study_auroc", "study_kappa", "part_kappa")
+        ),
+        ("Grad-CAM cosine, worst abnormal view", gate["map_cosine_min_abnormal"], gate["gate"]["map_cosine_min_abnormal"]),
+        ("Grad-CAM maps with cosine < 0.98", gate["map_share_below_0.98"], gate["gate"]["map_share_below_0.98"]),
+    ]
+    if "warned_fp32" in gate:
+        rows.append(("views warned unlike training, fp32 / int8", f"{gate['warned_fp32']} / {gate['warned_int8']}", ""))
+    table = "\n".join(
+        f"| {name} | {value:.4f} | {bound} |" if isinstance(value, float) else f"| {name} | {value} | {bound} |"
+        for name, value, bound in rows
+    )
+    verdict = "passed: `--runtime auto` serves it on x86 CPUs" if gate["passed"] else (
+        "FAILED (" + "; ".join(gate["failures"]) + "): it is never served")
+    ood = record.get("ood", {})
+    return f"""{INT8_HEADING}
+
+`{record["file"]}`: static int8 ({record["calibration"]["weights"]}; activations {record["calibration"]["activations"]}),
+calibrated on {record["calibration"]["images"]} {record["calibration"]["split"]} images. Gate on {gate["split"]}
+({gate["views"]} views, {gate["studies"]} studies), against fp32 PyTorch: **{verdict}**.
+
+| figure | measured | bound |
+|---|---|---|
+{table}
+
+Its "unlike the training images" thresholds were fitted on its own features of the val split
+(`{ood.get("file", "?")}`: k-NN {ood.get("thresholds", {}).get("knn", float("nan")):.4f}, style
+{ood.get("thresholds", {}).get("style", float("nan")):.4f}, {ood.get("val_false_alarm_rate", 0):.0%} of val flagged)."""
 
 
 def _operating_points_text(config: dict) -> str:

@@ -125,10 +125,11 @@ def checkpoint_config(path_or_hub_id: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read {config_file}: {err}") from None
 
 
-def load_extra_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+def load_extra_tensors(directory: str | Path, name: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
     """The non-parameter tensors of a checkpoint folder, in their stored dtype (call after ``load_checkpoint`` has
-    verified its hash)."""
-    return {k: v for k, v in load_file(Path(directory) / WEIGHTS_NAME).items() if k.startswith(EXTRA_PREFIXES)}
+    verified its hash), from the weights' file or from another of its safetensors files (``name``: the warning's
+    statistics fitted for the int8 graph, whose hash ``runners.verified_int8_graph`` checks)."""
+    return {k: v for k, v in load_file(Path(directory) / name).items() if k.startswith(EXTRA_PREFIXES)}
 
 
 def file_sha256(path: Path) -> str:

@@ -28,6 +28,9 @@ OUTPUT_NAMES = ("part_logits", "anomaly_logits", "pooled", "style", "feature_map
 GRAPH_VERSION = "1"
 OPSET = 17
 INT8_FILE = "model.int8.onnx"
+# Fitted on the int8 graph's own outputs at export (scripts/export_onnx.py --int8), beside it in the checkpoint.
+INT8_OOD_FILE = "ood.int8.safetensors"
+INT8_REFERENCE_FILE = "drift_reference.onnx-int8.json"
 
 
 class TappedNet(nn.Module):

@@ -34,7 +34,7 @@ from mura_mt.inference.ood import OodFeatures, OutOfDistribution
 from mura_mt.inference.operating_points import with_warnings
 from mura_mt.inference.region import evidence_region
 from mura_mt.imaging.preprocessing import Geometry, eval_transform, unletterbox
-from mura_mt.inference.runners import ModelRunner, TorchRunner, make_runner
+from mura_mt.inference.runners import ModelRunner, TorchRunner, make_runner, runtime_file
 from mura_mt.inference.serving import ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -137,24 +137,28 @@ class Predictor:
         cls,
         path_or_hub_id: str | Path,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
-        runtime: str | None = "torch",
+        precision: str = "auto",
+        runtime: str | None = None,
     ) -> Predictor:
         """From a checkpoint folder or a Hugging Face Hub repo id (safetensors only).
 
         ``runtime``: "torch", "onnx" (ONNX Runtime on the CPU, graph exported from these weights and cached),
-        "onnx-int8" (the checkpoint's checked int8 graph) or "auto" (ONNX Runtime on CPUs, PyTorch on GPUs);
-        None reads ``MURA_MT_RUNTIME`` (default auto)."""
+        "onnx-int8" (the checkpoint's gated int8 graph) or "auto" (the fastest that keeps the answers here: the
+        int8 graph on x86 CPUs when its gate passed, else PyTorch bf16 on CPUs with native bf16, ONNX Runtime fp32
+        on the others, PyTorch on GPUs; ``runners.resolve_runtime``); None reads ``MURA_MT_RUNTIME`` (default
+        auto). ``precision="fp32", runtime="torch"`` is the reference the int8 gate measures against."""
         directory = resolve_checkpoint(path_or_hub_id)
         model, config = load_checkpoint(directory)
-        ood = OutOfDistribution.from_tensors(load_extra_tensors(directory))
+        runner = make_runner(model, config, directory, runtime, device, precision)
+        # The warning's statistics fitted on the features of the runtime that serves (the int8 graph ships its own).
+        ood_file = runtime_file(directory, config, runner.name, "ood")
+        ood = OutOfDistribution.from_tensors(load_extra_tensors(directory, *([ood_file.name] if ood_file else [])))
         if ood is None:
             logger.warning(
                 f"{path_or_hub_id} carries no statistics for the 'unlike the training images' warning (exported "
                 "before it existed?); answers on foreign images will not be flagged. Re-train or re-export it."
             )
-        runner = make_runner(model, config, directory, runtime, device, precision)
-        return cls(model, ServingConfig.from_checkpoint(config), device, ood, precision, runner=runner)
+        return cls(model, ServingConfig.from_checkpoint(config), device, ood, runner.precision, runner=runner)
 
     def prepare(self, image: ImageSource | PreparedImage) -> PreparedImage:
         """Decode (PNG, JPEG or DICOM; path, bytes, PIL or numpy) and apply THE eval transform."""

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mura_mt.hardware import cpu_has_native_bf16, describe_cpu, usable_cores
+from mura_mt.hardware import cpu_has_native_bf16, cpu_int8_kind, describe_cpu, usable_cores
 from mura_mt.inference.checkpoint import file_sha256
 from mura_mt.inference.explain import PartDecision, gradcam_with_output
 from mura_mt.inference.onnx_graph import INT8_FILE, OUTPUT_NAMES, TappedNet, cached_graph
@@ -60,6 +60,7 @@ class TorchRunner:
     through Captum needs gradients only up to the CAM layer)."""
 
     name = "torch"
+    why = "given"  # why this runner serves (``make_runner`` says)
 
     def __init__(self, model: MultiTaskNet, device: str | torch.device = "cpu", precision: str = "fp32"):
         self.device = torch.device(device)
@@ -103,6 +104,7 @@ class OnnxRunner:
         import onnxruntime as ort
 
         self.name = name
+        self.why = "given"
         self.device = torch.device("cpu")
         self.precision = "int8" if name == "onnx-int8" else "fp32"
         self.graph = Path(graph)
@@ -149,28 +151,50 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_runtime(runtime: str | None, device: torch.device, precision: str = "auto") -> str:
-    """``auto`` -> the fastest runtime measured for this hardware and precision: PyTorch on CUDA (ZeroGPU
-    included) and, with precision auto, on CPUs that compute bf16 natively (bf16 PyTorch is as fast as ONNX Runtime
-    fp32 there at batch 1 and 1.7x faster at batch 16: docs/benchmarks.md); ONNX Runtime fp32 on every other CPU
-    (when installed). An explicit choice that cannot run here is an error that says why."""
+class RuntimeChoice(NamedTuple):
+    name: str  # one of RUNTIMES but auto
+    why: str  # one line for the log and the app's start-up message
+
+
+def resolve_runtime(
+    runtime: str | None, device: torch.device, precision: str = "auto", int8_problem: str | None = "no int8 graph"
+) -> RuntimeChoice:
+    """``auto`` -> the fastest runtime that keeps the answers, measured for this hardware (docs/benchmarks.md):
+
+    - PyTorch on CUDA (ZeroGPU included), and whenever bf16 is asked for;
+    - with precision auto, on a CPU with AVX-512 VNNI, AVX-VNNI or AVX2: the checkpoint's int8 graph when its
+      accuracy gate passed (``int8_problem`` None; 0.5x PyTorch fp32's time with Grad-CAM at batch 1 on a VNNI CPU);
+    - otherwise PyTorch bf16 on CPUs that compute bf16 natively, ONNX Runtime fp32 on the others (and whenever fp32
+      is asked for); the choice says why int8 was not taken.
+
+    An explicit choice that cannot run here is an error that says why."""
     runtime = runtime or os.environ.get(RUNTIME_ENV) or "auto"
     if runtime not in RUNTIMES:
         raise RuntimeChoiceError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    if runtime == "auto":
-        if device.type != "cpu" or not onnxruntime_available() or precision == "bf16":
-            return "torch"
-        if precision == "auto" and cpu_has_native_bf16():
-            return "torch"
-        return "onnx"
-    if runtime.startswith("onnx"):
-        if device.type != "cpu":
-            raise RuntimeChoiceError(f"runtime {runtime} runs on the CPU only; use --runtime torch on {device}")
-        if precision == "bf16":
-            raise RuntimeChoiceError(f"runtime {runtime} has no bf16; use --runtime torch for bf16")
-        if not onnxruntime_available():
-            raise RuntimeChoiceError(f"runtime {runtime} needs onnxruntime: pip install onnxruntime")
-    return runtime
+    if runtime != "auto":
+        if runtime.startswith("onnx"):
+            if device.type != "cpu":
+                raise RuntimeChoiceError(f"runtime {runtime} runs on the CPU only; use --runtime torch on {device}")
+            if precision == "bf16":
+                raise RuntimeChoiceError(f"runtime {runtime} has no bf16; use --runtime torch for bf16")
+            if not onnxruntime_available():
+                raise RuntimeChoiceError(f"runtime {runtime} needs onnxruntime: pip install onnxruntime")
+        return RuntimeChoice(runtime, "asked for")
+    if device.type != "cpu":
+        return RuntimeChoice("torch", f"PyTorch on {device.type}")
+    if precision == "bf16":
+        return RuntimeChoice("torch", "bf16 asked for: PyTorch's")
+    if not onnxruntime_available():
+        return RuntimeChoice("torch", "onnxruntime is not installed")
+    if precision == "fp32":
+        return RuntimeChoice("onnx", "fp32 asked for: ONNX Runtime fp32")
+    kind = cpu_int8_kind()
+    if int8_problem is None and kind:
+        return RuntimeChoice("onnx-int8", f"the int8 graph passed its accuracy gate; {kind} CPU")
+    why_not = f"not int8 ({int8_problem or 'this CPU has neither VNNI nor AVX2'})"
+    if cpu_has_native_bf16():
+        return RuntimeChoice("torch", f"{why_not}: PyTorch bf16 on a CPU with native bf16")
+    return RuntimeChoice("onnx", f"{why_not}: ONNX Runtime fp32")
 
 
 def make_runner(
@@ -181,26 +205,34 @@ def make_runner(
     device: str | torch.device = "cpu",
     precision: str = "auto",
 ) -> ModelRunner:
-    """The runner for a checkpoint (folder ``directory``, its ``config``), logged with what was chosen."""
+    """The runner for a checkpoint (folder ``directory``, its ``config``), logged with what was chosen and why."""
     device = torch.device(device)
-    chosen = resolve_runtime(runtime, device, precision)
-    if chosen == "torch":
+    int8_graph, int8_problem = None, None
+    try:
+        int8_graph = verified_int8_graph(directory, config)
+    except RuntimeChoiceError as err:
+        int8_problem = str(err)
+    chosen = resolve_runtime(runtime, device, precision, int8_problem)
+    if chosen.name == "torch":
         runner: ModelRunner = TorchRunner(model, device, precision)
-    elif chosen == "onnx":
+    elif chosen.name == "onnx":
         image_size = int(config["preprocessing"]["image_size"])
         runner = OnnxRunner(cached_graph(model, config["weights_sha256"], image_size), model)
+    elif int8_graph is None:
+        raise RuntimeChoiceError(int8_problem)
     else:
-        runner = OnnxRunner(verified_int8_graph(directory, config), model, name="onnx-int8")
+        runner = OnnxRunner(int8_graph, model, name="onnx-int8")
+    runner.why = chosen.why
     logger.info(
-        f"mura-mt runtime {runner.name} ({'asked: ' + str(runtime) if runtime else 'auto'}), precision "
-        f"{runner.precision}, device {runner.device}, threads {runner.threads}, CPU {describe_cpu()}"
+        f"mura-mt runtime {runner.name} ({chosen.why}), precision {runner.precision}, device {runner.device}, "
+        f"threads {runner.threads}, CPU {describe_cpu()}"
     )
     return runner
 
 
 def verified_int8_graph(directory: Path, config: dict) -> Path:
-    """The checkpoint's int8 graph, only if config.json records it for THESE weights, the file is the one that was
-    checked, and its accuracy check passed."""
+    """The checkpoint's int8 graph, only if config.json records it for THESE weights, the graph and its warning
+    statistics are the files that were checked, and its accuracy gate passed."""
     record = config.get("onnx_int8")
     if not record:
         raise RuntimeChoiceError(
@@ -212,9 +244,25 @@ def verified_int8_graph(directory: Path, config: dict) -> Path:
         raise RuntimeChoiceError(f"{graph} was made from other weights; export it again")
     if not graph.is_file() or file_sha256(graph) != record.get("sha256"):
         raise RuntimeChoiceError(f"{graph} is missing or does not match the sha256 in config.json; export it again")
+    ood = record.get("ood")
+    if not ood:
+        raise RuntimeChoiceError(f"{graph} has no warning statistics fitted on its own features; export it again")
+    ood_file = Path(directory) / ood["file"]
+    if not ood_file.is_file() or file_sha256(ood_file) != ood.get("sha256"):
+        raise RuntimeChoiceError(f"{ood_file} is missing or does not match the sha256 in config.json; export again")
     accuracy = record.get("accuracy", {})
     if not accuracy.get("passed"):
         raise RuntimeChoiceError(
-            f"{graph} failed its accuracy check ({accuracy.get('failures') or 'no check recorded'}); use --runtime onnx"
+            f"{graph} failed its accuracy gate ({'; '.join(accuracy.get('failures', [])) or 'no gate recorded'})"
         )
     return graph
+
+
+def runtime_file(directory: Path, config: dict, runtime: str, what: str) -> Path | None:
+    """The file ``what`` ("ood": the warning's statistics, "drift_reference") fitted on ``runtime``'s own outputs,
+    where the checkpoint ships one for it (the int8 graph does: its features are not fp32's); None: use the
+    checkpoint's own (fitted in fp32, which PyTorch bf16 and ONNX Runtime fp32 also serve)."""
+    if runtime != "onnx-int8":
+        return None
+    entry = config.get("onnx_int8", {}).get(what)
+    return Path(directory) / entry["file"] if entry else None

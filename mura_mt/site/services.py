@@ -44,7 +44,8 @@ def start_site(args, node_options: NodeOptions | None, predictor, checkpoint, au
     store = store or WorklistStore(args.worklist_db, node=node_options.ae_title if node_options else "app")
     audit = audit or AuditLog(args.audit_log or default_audit_path(args.store_dir, args.worklist_db),
                               int(args.audit_max_mb * 2**20))  # fmt: skip
-    drift = DriftMonitor(store, load_reference(checkpoint if Path(str(checkpoint)).is_dir() else None))
+    drift = DriftMonitor(store, load_reference(checkpoint if Path(str(checkpoint)).is_dir() else None,
+                                                 predictor.runtime))
     metrics = SiteMetrics(store, drift)
     services: list = []
     if node_options is not None:

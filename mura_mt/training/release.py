@@ -98,8 +98,8 @@ def export_best(
     # The drift monitor's reference: the val studies answered by the exported checkpoint, as a node answers them.
     from mura_mt.inference.predictor import Predictor
 
-    write_reference(out, reference_from_predictor(Predictor.from_pretrained(out, precision="fp32"), table,
-                                                  progress=False))  # fmt: skip
+    fp32 = Predictor.from_pretrained(out, precision="fp32", runtime="torch")
+    write_reference(out, reference_from_predictor(fp32, table, progress=False))
     return out
 
 
