@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from mura_mt.labels import BODY_PARTS
 
@@ -104,6 +103,8 @@ def check_drift(reference: dict | None, parts: list[str], probs: list[float], wa
 
     Returns ``{"status": "no reference" | "too few studies" | "checked", "detail", "window", "tests": [{name,
     statistic_name, statistic, p_value, threshold, alarm, ...}], "alarm"}``."""
+    from scipy import stats  # here, not at the top: the app imports this module at start-up (0.4 s of its cold start)
+
     window = {**(window or {}), "studies": len(parts)}
     if reference is None:
         return {"status": "no reference", "detail": "no reference: the checkpoint carries no validation reference "

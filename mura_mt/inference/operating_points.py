@@ -28,10 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 RULE_IN_TOLERATED = 1  # false positives the first tested threshold may show and still pass
 TRIAGE = ("likely abnormal", "uncertain", "likely normal")
+
+
+def _binom_cdf(k, n, p):
+    """SciPy's binomial CDF, imported when first needed: serving imports this module, and ``scipy.stats`` is 0.4 s of
+    the app's cold start."""
+    from scipy import stats
+
+    return stats.binom.cdf(k, n, p)
 
 
 def _checked(probs, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +69,7 @@ def rule_out_threshold(probs, labels, sensitivity: float = 0.98, confidence: flo
         return None
     # p-value of "t = j-th smallest abnormal probability misses too many" is BinomCDF(j - 1; n, 1 - sensitivity),
     # increasing in j: the fixed sequence certifies exactly the j with that p-value <= 1 - confidence.
-    p_values = stats.binom.cdf(np.arange(n), n, 1 - sensitivity)
+    p_values = _binom_cdf(np.arange(n), n, 1 - sensitivity)
     certified = np.flatnonzero(p_values <= 1 - confidence)
     if len(certified) == 0:
         return None
@@ -75,7 +82,7 @@ def rule_in_start(ppv: float = 0.90, confidence: float = 0.95, tolerated: int = 
     _target("ppv", ppv)
     _target("confidence", confidence)
     m = tolerated + 1
-    while stats.binom.cdf(tolerated, m, 1 - ppv) > 1 - confidence:
+    while _binom_cdf(tolerated, m, 1 - ppv) > 1 - confidence:
         m += 1
     return m
 
@@ -92,7 +99,7 @@ def rule_in_threshold(probs, labels, ppv: float = 0.90, confidence: float = 0.95
     counts = np.arange(1, len(ranked) + 1)  # studies at or above each ranked probability
     # A threshold keeps every study of its probability: only the last of a run of ties is a candidate.
     candidate = np.r_[ranked[1:] != ranked[:-1], True] & (counts >= rule_in_start(ppv, confidence))
-    p_values = stats.binom.cdf(false, counts, 1 - ppv)
+    p_values = _binom_cdf(false, counts, 1 - ppv)
     tested = np.flatnonzero(candidate)
     failed = tested[p_values[tested] > 1 - confidence]
     passed = tested[tested < failed[0]] if len(failed) else tested  # the fixed sequence stops at its first failure
