@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import timm
 import torch
 from torch import nn
 
@@ -33,6 +32,8 @@ class MultiTaskNet(nn.Module):
         drop_rate: float = 0.0,
     ):
         super().__init__()
+        import timm  # here: timm brings torchvision and torch._dynamo (1.3 s), which an int8 server never needs
+
         overlay = {"pretrained_cfg_overlay": {"file": pretrained_file}} if pretrained_file else {}
         self.backbone = timm.create_model(
             backbone, pretrained=pretrained or bool(pretrained_file), num_classes=0, drop_rate=drop_rate, **overlay

@@ -35,6 +35,7 @@ from mura_mt.data import read_mura_index, split_by_patient
 from mura_mt.evaluation.drift import reference_from_predictor, write_reference
 from mura_mt.evaluation.evaluate import evaluate_checkpoint
 from mura_mt.evaluation.model_card import INT8_HEADING, int8_section
+from mura_mt.inference.explain import pooled_by_average
 from mura_mt.inference.checkpoint import CONFIG_NAME, file_sha256, load_checkpoint, resolve_checkpoint
 from mura_mt.inference.onnx_graph import INT8_FILE, INT8_OOD_FILE, INT8_REFERENCE_FILE, cached_graph
 from mura_mt.inference.ood import OodFeatures, OutOfDistribution, fit_out_of_distribution
@@ -84,13 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
     table = read_mura_index(args.data_root, args.check_split)
     results = [evaluate_checkpoint(p, table, args.batch_size) for p in (reference, int8)]
     views = [explained(p, table["path"].tolist(), args.batch_size) for p in (reference, int8)]
-    accuracy = accuracy_record(
-        *results, *views, table["body_part"].tolist(), f"{args.data_root}:{args.check_split}"
-    )
+    accuracy = accuracy_record(*results, *views, table["body_part"].tolist(), f"{args.data_root}:{args.check_split}")
     record = {
         "file": INT8_FILE,
         "sha256": file_sha256(int8_file),
         "weights_sha256": config["weights_sha256"],
+        # Grad-CAM from the forward holds for these heads: an int8 server need not build the network to check it.
+        "cam_from_forward": pooled_by_average(model),
         "calibration": recipe,
         "ood": ood_record,
         "drift_reference": {"file": drift_file.name, "sha256": file_sha256(drift_file)},

@@ -3,6 +3,8 @@ the graph cache trusts only its own key, and the int8 graph serves only with a p
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -192,7 +194,10 @@ def test_int8_only_where_the_cpu_has_the_instructions(monkeypatch):
     choice = resolve_runtime("auto", cpu, int8_problem=None)
     assert choice.name != "onnx-int8" and "neither VNNI nor AVX2" in choice.why
     monkeypatch.setattr(runners, "cpu_int8_kind", lambda: "AVX2")
-    assert resolve_runtime("auto", cpu, int8_problem=None) == ("onnx-int8", "the int8 graph passed its accuracy gate; AVX2 CPU")
+    assert resolve_runtime("auto", cpu, int8_problem=None) == (
+        "onnx-int8",
+        "the int8 graph passed its accuracy gate; AVX2 CPU",
+    )
 
 
 @pytest.mark.skipif(not cpu_int8_kind(), reason="int8 is picked on x86 CPUs with VNNI or AVX2 only")
@@ -209,6 +214,26 @@ def test_the_python_default_is_the_gated_int8_graph_with_its_own_warning_and_dri
     )
     int8_reference, fp32_reference = load_reference(DEMO, "onnx-int8"), load_reference(DEMO, "torch")
     assert int8_reference != fp32_reference and fp32_reference == load_reference(DEMO)
+
+
+@pytest.mark.skipif(not cpu_int8_kind(), reason="int8 is picked on x86 CPUs with VNNI or AVX2 only")
+def test_an_int8_server_never_builds_the_pytorch_network():
+    """The cold start's largest saving: the int8 graph answers (Grad-CAM and region included) without timm, which
+    brings torchvision and torch._dynamo; the network is built only when something asks for it, and then it is
+    the checkpoint's."""
+    script = f"""
+import sys
+from mura_mt.inference.predictor import Predictor
+p = Predictor.from_pretrained({str(DEMO)!r})
+answer = p.predict({str(REPO / "examples/synthetic_wrist_abnormal.png")!r}, explain=True)
+assert p.runtime == "onnx-int8" and answer.heatmap is not None and answer.region, answer
+print(sorted(m for m in ("timm", "torchvision", "torch._dynamo") if m in sys.modules))
+model = p.model
+print(type(model).__name__, "timm" in sys.modules, model.training)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-2:] == ["[]", "MultiTaskNet True False"]
 
 
 def test_auto_says_why_it_does_not_serve_a_failed_int8_graph(tmp_path, monkeypatch, caplog):

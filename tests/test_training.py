@@ -144,7 +144,7 @@ def test_checkpoint_made_for_other_code_is_a_clear_error(trained_run, tmp_path):
     config["body_parts"].reverse()
     config["model"]["backbone"] = "resnet34"
     (ckpt / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="does not fit the resnet34 architecture"):
+    with pytest.raises(CheckpointError, match="weights do not fit the resnet34 architecture"):
         load_checkpoint(ckpt)
 
 

@@ -181,7 +181,11 @@ def int8_section(record: dict | None) -> str:
             (f"{name} fp32 / int8", f"{gate['fp32'][name]:.4f} / {gate['int8'][name]:.4f}", gate["gate"][name])
             for name in ("study_auroc", "study_kappa", "part_kappa")
         ),
-        ("Grad-CAM cosine, worst abnormal view", gate["map_cosine_min_abnormal"], gate["gate"]["map_cosine_min_abnormal"]),
+        (
+            "Grad-CAM cosine, worst abnormal view",
+            gate["map_cosine_min_abnormal"],
+            gate["gate"]["map_cosine_min_abnormal"],
+        ),
         ("Grad-CAM maps with cosine < 0.98", gate["map_share_below_0.98"], gate["gate"]["map_share_below_0.98"]),
     ]
     if "warned_fp32" in gate:
@@ -190,29 +194,33 @@ def int8_section(record: dict | None) -> str:
         f"| {name} | {value:.4f} | {bound} |" if isinstance(value, float) else f"| {name} | {value} | {bound} |"
         for name, value, bound in rows
     )
-    verdict = "passed: `--runtime auto` serves it on x86 CPUs" if gate["passed"] else (
-        "FAILED (" + "; ".join(gate["failures"]) + "): it is never served")
-    ood = record.get("ood", {})
+    verdict = (
+        "passed: `--runtime auto` serves it on x86 CPUs"
+        if gate["passed"]
+        else ("FAILED (" + "; ".join(gate["failures"]) + "): it is never served")
+    )
+    calibration, ood = record["calibration"], record.get("ood", {})
+    thresholds = ood.get("thresholds", {})
     return f"""{INT8_HEADING}
 
-`{record["file"]}`: static int8 ({record["calibration"]["weights"]}; activations {record["calibration"]["activations"]}),
-calibrated on {record["calibration"]["images"]} {record["calibration"]["split"]} images. Gate on {gate["split"]}
-({gate["views"]} views, {gate["studies"]} studies), against fp32 PyTorch: **{verdict}**.
+`{record["file"]}`: static int8 ({calibration["weights"]}; activations {calibration["activations"]}), calibrated on
+{calibration["images"]} {calibration["split"]} images. Gate on {gate["split"]} ({gate["views"]} views,
+{gate["studies"]} studies), against fp32 PyTorch: **{verdict}**.
 
 | figure | measured | bound |
 |---|---|---|
 {table}
 
-Its "unlike the training images" thresholds were fitted on its own features of the val split
-(`{ood.get("file", "?")}`: k-NN {ood.get("thresholds", {}).get("knn", float("nan")):.4f}, style
-{ood.get("thresholds", {}).get("style", float("nan")):.4f}, {ood.get("val_false_alarm_rate", 0):.0%} of val flagged)."""
+Its "unlike the training images" warning was fitted on its own features of the val split (`{ood.get("file")}`:
+thresholds k-NN {thresholds.get("knn", float("nan")):.4f} and style {thresholds.get("style", float("nan")):.4f}, flagging
+{ood.get("val_false_alarm_rate", 0):.0%} of val)."""
 
 
 def _operating_points_text(config: dict) -> str:
     """The triage groups' thresholds per part, and where they (and the calibration) were fitted."""
     points = config.get("operating_points")
     if not points:
-        return "- Triage (operating points): none; answers carry no \"likely normal\" group."
+        return '- Triage (operating points): none; answers carry no "likely normal" group.'
     rows = ["| body part | studies | abnormal | rule-out | rule-in | note |", "|---|---|---|---|---|---|"]
     for part, fitted in points.get("parts", {}).items():
         rule_out = "-" if fitted["rule_out"] is None else f"{fitted['rule_out']:.4f}"
@@ -229,9 +237,9 @@ def _operating_points_text(config: dict) -> str:
     lines = [
         "## Triage groups and their guarantee",
         "",
-        f"{points.get('method', '')}. Below a part's rule-out a study is \"likely normal\": with probability at "
+        f'{points.get("method", "")}. Below a part\'s rule-out a study is "likely normal": with probability at '
         f"least {first.get('confidence', 0.95):.0%} over the calibration studies, the sensitivity above it is at "
-        f"least {first.get('sensitivity', 0.98):.0%}; at or above its rule-in, \"likely abnormal\" with a positive "
+        f'least {first.get("sensitivity", 0.98):.0%}; at or above its rule-in, "likely abnormal" with a positive '
         f"predictive value of at least {first.get('ppv', 0.90):.0%}. This holds only while the studies that follow are "
         "like the calibration studies (the same site, mix and model). The site-wide point's guarantee is marginal: "
         "over studies with the calibration studies' mix of body parts, the sensitivity above its rule-out is at least "

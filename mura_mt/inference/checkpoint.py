@@ -87,6 +87,13 @@ def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
 
 def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str, Any]]:
     """Rebuild the model from a checkpoint folder (or Hub id); returns (model in eval mode, config dict)."""
+    state, config = read_checkpoint(path_or_hub_id)
+    return model_from_state(state, config, resolve_checkpoint(path_or_hub_id)), config
+
+
+def read_checkpoint(path_or_hub_id: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The verified weights (float32 parameters, the extra tensors left out) and the config of a checkpoint, without
+    building the network (an int8 server needs only the anomaly head's weights: ``runners.make_runner``)."""
     directory = resolve_checkpoint(path_or_hub_id)
     weights, config_file = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     if not config_file.is_file() or not weights.is_file():
@@ -103,17 +110,24 @@ def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str,
         )
     if file_sha256(weights) != config.get("weights_sha256"):
         raise CheckpointError(f"{weights}: sha256 does not match config.json; the file is corrupt or was replaced")
-    model = MultiTaskNet(config["model"]["backbone"], pretrained=False)
     state = {
         k: v.float() if v.is_floating_point() else v
         for k, v in load_file(weights).items()
         if not k.startswith(EXTRA_PREFIXES)
     }
+    return state, config
+
+
+def model_from_state(state: dict[str, torch.Tensor], config: dict[str, Any], source: str | Path = "") -> MultiTaskNet:
+    """The network of ``config`` with the weights ``state`` (from ``read_checkpoint`` of ``source``), in eval mode."""
+    model = MultiTaskNet(config["model"]["backbone"], pretrained=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{weights} does not fit the {config['model']['backbone']} architecture: {err}") from None
-    return model.eval(), config
+        raise CheckpointError(
+            f"{source}: the weights do not fit the {config['model']['backbone']} architecture: {err}"
+        ) from None
+    return model.eval()
 
 
 def checkpoint_config(path_or_hub_id: str | Path) -> dict[str, Any]:

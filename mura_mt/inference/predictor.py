@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from mura_mt.inference.calibration import Calibration
-from mura_mt.inference.checkpoint import load_checkpoint, load_extra_tensors, resolve_checkpoint
+from mura_mt.inference.checkpoint import load_extra_tensors, model_from_state, read_checkpoint, resolve_checkpoint
 from mura_mt.inference.decision import decide
-from mura_mt.inference.explain import cam_from_forward, pooled_by_average, scale_to_unit
+from mura_mt.inference.explain import cam_from_forward, scale_to_unit
 from mura_mt.imaging.io import ImageSource, load_radiograph
 from mura_mt.labels import BODY_PARTS, parse_body_part
 from mura_mt.model import ModelOutput, MultiTaskNet
@@ -111,7 +111,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: MultiTaskNet,
+        model: MultiTaskNet | None,  # None when ``runner`` is given: the runner holds (or builds) it
         serving: ServingConfig,
         device: str | torch.device = "cpu",
         ood: OutOfDistribution | None = None,
@@ -120,7 +120,6 @@ class Predictor:
     ):
         # The runner executes the network (PyTorch unless told otherwise; ``from_pretrained`` picks by hardware).
         self.runner = runner or TorchRunner(model, device, precision)
-        self.model = self.runner.model
         self.device = self.runner.device
         self.precision = self.runner.precision
         self.runtime = self.runner.name
@@ -128,9 +127,14 @@ class Predictor:
         self.prep = serving.preprocessing
         self.calibration = serving.calibration
         self.ood = ood
-        # Grad-CAM from the forward where the heads sit on average-pooled features (checked on this model).
-        self.cam_from_forward = pooled_by_average(self.model, min(64, self.prep.image_size))
+        # Grad-CAM from the forward where the heads sit on average-pooled features (checked on the model).
+        self.cam_from_forward = self.runner.cam_from_forward
         self._lock = threading.Lock()
+
+    @property
+    def model(self) -> MultiTaskNet:
+        """The PyTorch network (an ONNX runner builds it when first asked for)."""
+        return self.runner.model
 
     @classmethod
     def from_pretrained(
@@ -148,8 +152,9 @@ class Predictor:
         on the others, PyTorch on GPUs; ``runners.resolve_runtime``); None reads ``MURA_MT_RUNTIME`` (default
         auto). ``precision="fp32", runtime="torch"`` is the reference the int8 gate measures against."""
         directory = resolve_checkpoint(path_or_hub_id)
-        model, config = load_checkpoint(directory)
-        runner = make_runner(model, config, directory, runtime, device, precision)
+        state, config = read_checkpoint(directory)
+        build = functools.partial(model_from_state, state, config, directory)  # only if the runtime needs the network
+        runner = make_runner(build, config, directory, runtime, device, precision, state["anomaly_head.weight"])
         # The warning's statistics fitted on the features of the runtime that serves (the int8 graph ships its own).
         ood_file = runtime_file(directory, config, runner.name, "ood")
         ood = OutOfDistribution.from_tensors(load_extra_tensors(directory, *([ood_file.name] if ood_file else [])))
@@ -158,7 +163,7 @@ class Predictor:
                 f"{path_or_hub_id} carries no statistics for the 'unlike the training images' warning (exported "
                 "before it existed?); answers on foreign images will not be flagged. Re-train or re-export it."
             )
-        return cls(model, ServingConfig.from_checkpoint(config), device, ood, runner.precision, runner=runner)
+        return cls(None, ServingConfig.from_checkpoint(config), device, ood, runner.precision, runner=runner)
 
     def prepare(self, image: ImageSource | PreparedImage) -> PreparedImage:
         """Decode (PNG, JPEG or DICOM; path, bytes, PIL or numpy) and apply THE eval transform."""
@@ -214,7 +219,7 @@ class Predictor:
         out = forward.output
         part_idx = decide_part(out)
         if explain and maps is None:
-            maps = cam_from_forward(forward.feature_map, self.model.anomaly_head.weight, part_idx, x.shape[-2:])
+            maps = cam_from_forward(forward.feature_map, self.runner.anomaly_head_weight, part_idx, x.shape[-2:])
         ood_scores = None
         if self.ood is not None:
             ood_scores = self.ood.score(OodFeatures(forward.pooled.cpu(), forward.style.cpu())).numpy()

@@ -18,15 +18,17 @@ import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from mura_mt.hardware import cpu_has_native_bf16, cpu_int8_kind, describe_cpu, usable_cores
 from mura_mt.inference.checkpoint import file_sha256
-from mura_mt.inference.explain import PartDecision, gradcam_with_output
+from mura_mt.inference.explain import PartDecision, gradcam_with_output, pooled_by_average
 from mura_mt.inference.onnx_graph import INT8_FILE, OUTPUT_NAMES, TappedNet, cached_graph
 from mura_mt.inference.serving import resolve_precision
 from mura_mt.model import ModelOutput, MultiTaskNet
@@ -69,6 +71,12 @@ class TorchRunner:
         self.model = model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
         self.net = TappedNet(self.model)
         self.threads = usable_cores() if self.device.type == "cpu" else None
+        # Grad-CAM from the forward where the heads sit on average-pooled features (checked on this model).
+        self.cam_from_forward = pooled_by_average(self.model)
+
+    @property
+    def anomaly_head_weight(self) -> torch.Tensor:
+        return self.model.anomaly_head.weight
 
     def __call__(self, x: torch.Tensor) -> Forward:
         _torch_threads(self.threads)
@@ -98,9 +106,20 @@ class TorchRunner:
 
 class OnnxRunner:
     """ONNX Runtime on the CPU, fp32 or int8, with the threads this process may really use. Captum's path, for
-    the rare architecture that needs it, runs the PyTorch model in fp32."""
+    the rare architecture that needs it, runs the PyTorch model in fp32.
 
-    def __init__(self, graph: Path, model: MultiTaskNet, name: str = "onnx"):
+    ``model`` may be a function that builds it: the int8 graph needs only the anomaly head's weights and the
+    premise of Grad-CAM from the forward (both recorded at export), so a server builds the PyTorch network (and
+    imports timm, torchvision and torch._dynamo: 1.3 s of a 7 s cold start) only if something asks for it."""
+
+    def __init__(
+        self,
+        graph: Path,
+        model: MultiTaskNet | Callable[[], MultiTaskNet],
+        name: str = "onnx",
+        anomaly_head_weight: torch.Tensor | None = None,
+        cam_from_forward: bool | None = None,
+    ):
         import onnxruntime as ort
 
         self.name = name
@@ -118,9 +137,29 @@ class OnnxRunner:
         # PyTorch work that follows it (measured: predict 36-44 -> 24-25 ms on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self.model = model.cpu().float().eval().requires_grad_(False)
+        self._build, self._model = (None, _frozen(model)) if isinstance(model, nn.Module) else (model, None)
+        self._lock = threading.Lock()
         self._torch: TorchRunner | None = None
-        self._torch_lock = threading.Lock()
+        self._head = anomaly_head_weight
+        self._premise = cam_from_forward
+
+    @property
+    def model(self) -> MultiTaskNet:
+        """The PyTorch network in fp32 on the CPU, built when first asked for."""
+        with self._lock:
+            if self._model is None:
+                self._model = _frozen(self._build())
+            return self._model
+
+    @property
+    def anomaly_head_weight(self) -> torch.Tensor:
+        return self._head if self._head is not None else self.model.anomaly_head.weight
+
+    @property
+    def cam_from_forward(self) -> bool:
+        if self._premise is None:
+            self._premise = pooled_by_average(self.model)
+        return self._premise
 
     def __call__(self, x: torch.Tensor) -> Forward:
         # The small tensor work around the call (softmax, the warning score, the Grad-CAM sum) runs in PyTorch on one
@@ -131,13 +170,18 @@ class OnnxRunner:
         return _as_forward(torch.from_numpy(np.asarray(o)) for o in outputs)
 
     def gradcam_captum(self, x: torch.Tensor, decide_part: PartDecision) -> tuple[torch.Tensor, Forward]:
-        with self._torch_lock:
+        model = self.model
+        with self._lock:
             if self._torch is None:
-                self._torch = TorchRunner(self.model, "cpu", "fp32")
+                self._torch = TorchRunner(model, "cpu", "fp32")
         return self._torch.gradcam_captum(x, decide_part)
 
 
 ModelRunner = TorchRunner | OnnxRunner
+
+
+def _frozen(model: MultiTaskNet) -> MultiTaskNet:
+    return model.cpu().float().eval().requires_grad_(False)
 
 
 def _torch_threads(threads: int | None) -> None:
@@ -198,14 +242,17 @@ def resolve_runtime(
 
 
 def make_runner(
-    model: MultiTaskNet,
+    model: MultiTaskNet | Callable[[], MultiTaskNet],
     config: dict,
     directory: Path,
     runtime: str | None = "auto",
     device: str | torch.device = "cpu",
     precision: str = "auto",
+    anomaly_head_weight: torch.Tensor | None = None,
 ) -> ModelRunner:
-    """The runner for a checkpoint (folder ``directory``, its ``config``), logged with what was chosen and why."""
+    """The runner for a checkpoint (folder ``directory``, its ``config``), logged with what was chosen and why.
+    ``model``: the network, or a function that builds it (the int8 graph may never need it; then give the anomaly
+    head's weights too)."""
     device = torch.device(device)
     int8_graph, int8_problem = None, None
     try:
@@ -213,15 +260,18 @@ def make_runner(
     except RuntimeChoiceError as err:
         int8_problem = str(err)
     chosen = resolve_runtime(runtime, device, precision, int8_problem)
-    if chosen.name == "torch":
-        runner: ModelRunner = TorchRunner(model, device, precision)
-    elif chosen.name == "onnx":
-        image_size = int(config["preprocessing"]["image_size"])
-        runner = OnnxRunner(cached_graph(model, config["weights_sha256"], image_size), model)
-    elif int8_graph is None:
-        raise RuntimeChoiceError(int8_problem)
+    if chosen.name == "onnx-int8":
+        if int8_graph is None:
+            raise RuntimeChoiceError(int8_problem)
+        premise = config["onnx_int8"].get("cam_from_forward")  # recorded at export; else checked on the model
+        runner: ModelRunner = OnnxRunner(int8_graph, model, "onnx-int8", anomaly_head_weight, premise)
     else:
-        runner = OnnxRunner(int8_graph, model, name="onnx-int8")
+        model = model if isinstance(model, nn.Module) else model()
+        if chosen.name == "torch":
+            runner = TorchRunner(model, device, precision)
+        else:
+            image_size = int(config["preprocessing"]["image_size"])
+            runner = OnnxRunner(cached_graph(model, config["weights_sha256"], image_size), model)
     runner.why = chosen.why
     logger.info(
         f"mura-mt runtime {runner.name} ({chosen.why}), precision {runner.precision}, device {runner.device}, "
