@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 from mura_mt.bench.dicom import dicom_block
-from mura_mt.bench.inference import bulk_block, inference_block
+from mura_mt.bench.bulk import bulk_block
+from mura_mt.bench.inference import inference_block
 from mura_mt.bench.runtimes import runtime_block
 from mura_mt.bench.serving import serving_block
 from mura_mt.bench.site import site_block

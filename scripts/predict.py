@@ -6,9 +6,10 @@ warnings (and the error for unreadable files, which are reported, never skipped 
 also writes Grad-CAM overlays. Under `accelerate launch` the studies are sharded over the processes and the
 main process writes the one CSV.
 
-Speed (``mura_mt.inference.bulk``): studies are packed into batches of about --batch-size images (a study is never split),
-each batch is one forward, threads decode the next batch while the model runs. --runtime auto runs ONNX Runtime
-on the CPU and PyTorch on a GPU (--runtime torch --precision auto: bf16 where the hardware has it natively).
+Speed (``mura_mt.inference.bulk``): studies are packed into batches of about --batch-size images (a study is never
+split), each batch is one forward, threads decode the next batch while the model runs. --runtime auto runs the
+checkpoint's gated int8 graph on x86 CPUs, else PyTorch bf16 where the CPU has it natively or ONNX Runtime fp32, and
+PyTorch on a GPU (mura_mt.inference.runners.resolve_runtime says which and why at start).
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", required=True, help="CSV to write")
     parser.add_argument("--body-part", default=None, help="gate every study by this part instead of the predicted one")
     parser.add_argument("--cam-dir", default=None, help="write Grad-CAM overlay PNGs here")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (studies are kept whole)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass, studies kept whole (default: the runtime's, 8 for ONNX Runtime, "
+                        "32 for PyTorch)")  # fmt: skip
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: env MURA_MT_RUNTIME, else auto")
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPU count)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the usable cores)")
     args = parser.parse_args(argv)
 
     # Unlike Accelerator, a bare PartialState ignores ACCELERATE_USE_CPU and would run every CPU rank as rank 0.

@@ -2,6 +2,7 @@
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -262,6 +263,40 @@ def test_dicom_rescale_window_and_signed_pixels():
     assert 100 < out[:, 64].mean() < 155  # the window centre sits mid-grey
     inverted = np.asarray(load_radiograph(_dicom(pixels, PhotometricInterpretation="MONOCHROME1"))).astype(int)
     assert inverted[:, 0].mean() > 250 and inverted[:, -1].mean() < 5
+
+
+def _display_pixel_by_pixel(dataset) -> np.ndarray:
+    """The grey-scale pipeline as the standard states it, on every pixel (what the lookup table must equal)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from mura_mt.imaging.pixels import scale_to_uint8
+
+    values = apply_modality_lut(dataset.pixel_array, dataset)
+    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+        display = scale_to_uint8(apply_voi_lut(values, dataset, prefer_lut=True))
+    else:
+        low, high = np.percentile(values, [0.5, 99.5])
+        display = scale_to_uint8(values, float(low), float(high))
+    return 255 - display if dataset.PhotometricInterpretation == "MONOCHROME1" else display
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["RG3_UNCR.dcm", "RG1_UNCR.dcm", "CT_small.dcm", "MR_small.dcm", "vlut_04.dcm", "mlut_18.dcm", "signed", "sigmoid"],
+)
+def test_the_lookup_table_gives_the_bytes_of_the_pixel_by_pixel_pipeline(source):
+    """Real CRs (MONOCHROME1, 10-bit), a signed CT with rescale, an MR, a VOI LUT and a modality LUT sequence, signed
+    pixels with a window, a sigmoid VOI function: every byte equal."""
+    if source == "signed":
+        pixels = np.random.default_rng(0).integers(-2000, 3000, (300, 200)).astype(np.int16)
+        data = _dicom(pixels, RescaleSlope=2, RescaleIntercept=-100, WindowCenter=500, WindowWidth=3000)
+    elif source == "sigmoid":
+        pixels = np.random.default_rng(1).integers(0, 4096, (200, 300)).astype(np.uint16)
+        data = _dicom(pixels, WindowCenter=2000, WindowWidth=1500, VOILUTFunction="SIGMOID")
+    else:
+        data = Path(get_testdata_file(source)).read_bytes()
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    assert np.array_equal(np.asarray(load_radiograph(data)), _display_pixel_by_pixel(dataset))
 
 
 def test_dicom_faults_give_clear_errors_without_phi():

@@ -100,7 +100,7 @@ def auto_predictor(
     model: MultiTaskNet, serving: ServingConfig, ood: OutOfDistribution, device: torch.device, folder: Path
 ) -> Predictor:
     """The Predictor as ``--runtime auto --precision auto`` builds it on ``device``."""
-    if resolve_runtime("auto", device, "auto") == "onnx":
+    if resolve_runtime("auto", device, "auto").name == "onnx":  # random weights: no int8 graph
         graph = cached_graph(model, "bench-random-resnet18", serving.preprocessing.image_size, folder)
         return Predictor(model, serving, ood=ood, runner=OnnxRunner(graph, model))
     return Predictor(model, serving, device=device, ood=ood, precision="auto")
@@ -208,7 +208,7 @@ def inference_block(size: int, quick: bool, device: torch.device) -> dict:
         **lat,
         "predict_ratio": lat["predict_ms"] / lat["bare_forward_ms"],
         "explain_ratio": lat["predict_explain_ms"] / lat["bare_forward_ms"],
-        "runtime_auto": resolve_runtime("auto", device, "auto"),
+        "runtime_auto": resolve_runtime("auto", device, "auto").name,
         "two_stage_ratio": lat["predict_auto_ms"] / lat["two_stage_ms"],
         "two_stage_explain_ratio": lat["predict_auto_explain_ms"] / lat["two_stage_explain_ms"],
         "two_stage_ratio_torch_fp32": lat["predict_ms"] / lat["two_stage_ms"],
@@ -230,52 +230,4 @@ def inference_block(size: int, quick: bool, device: torch.device) -> dict:
             "parameters.ratio": "<= 1/7",
             "resident_mb.ratio": "<= 1/7",
         },
-    }
-
-
-def bulk_block(checkpoint: str, quick: bool) -> dict:
-    """``predict.py``'s path (``bulk.predict_files``: batches across files, decoding prefetched, runtime and precision
-    auto) against calling ``Predictor.predict`` file by file (PyTorch fp32, the Predictor's defaults), on the same PNG
-    files."""
-    from mura_mt.inference.bulk import predict_files
-
-    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.png"))
-    n_studies, views = (4, 2) if quick else (24, 4)
-    with tempfile.TemporaryDirectory(prefix="mura-mt-bulk-") as folder:
-        studies: dict[str, list[str]] = {}
-        for s in range(n_studies):
-            source = Image.open(examples[s % len(examples)]).convert("L")
-            study = Path(folder) / f"study{s:03d}"
-            study.mkdir()
-            for v in range(views):  # distinct files: a crop that moves with the view number
-                path = study / f"image{v + 1}.png"
-                source.crop((v * 7, v * 5, source.width - v * 3, source.height)).save(path)
-                studies[str(study)] = [*studies.get(str(study), []), str(path)]
-        paths = [p for views_ in studies.values() for p in views_]
-        sequential_predictor = Predictor.from_pretrained(checkpoint)  # the Python defaults: PyTorch fp32
-        bulk_predictor = Predictor.from_pretrained(checkpoint, precision="auto", runtime="auto")  # predict.py's
-
-        def sequential() -> float:
-            start = time.perf_counter()
-            for path in paths:
-                sequential_predictor.predict(path)
-            return len(paths) / (time.perf_counter() - start)
-
-        def bulk() -> float:
-            start = time.perf_counter()
-            predict_files(bulk_predictor, studies, progress=False)
-            return len(paths) / (time.perf_counter() - start)
-
-        sequential(), bulk()  # warm-up
-        rounds = [(sequential(), bulk()) for _ in range(1 if quick else 3)]
-    sequential_rate = statistics.median(r[0] for r in rounds)
-    bulk_rate = statistics.median(r[1] for r in rounds)
-    return {
-        "files": len(paths),
-        "precision": bulk_predictor.precision,
-        "runtime": bulk_predictor.runtime,
-        "sequential_predict_images_per_s": sequential_rate,
-        "bulk_predict_images_per_s": bulk_rate,
-        "bulk_vs_sequential": bulk_rate / sequential_rate,
-        "goal": ">= 2.0",
     }

@@ -34,9 +34,11 @@ def write_dicom_studies(
     transfer_syntax: str = "explicit",
     seed: int = 0,
     limit: int | None = None,
+    long_side: int | None = None,
 ) -> list[Path]:
     """Write the studies of ``split`` of a (synthetic) MURA-v1.1 folder as DICOM under ``out``/<study folder>/;
-    returns the study folders. ``limit`` writes only the first studies."""
+    returns the study folders. ``limit`` writes only the first studies; ``long_side`` resizes each image to that
+    many pixels on its longer side (a detector's size: real CRs are about 2,000 px, MURA's PNGs about 500)."""
     from mura_mt.data.index import read_mura_index
 
     if transfer_syntax not in TRANSFER_SYNTAXES:
@@ -53,7 +55,11 @@ def write_dicom_studies(
         monochrome1 = number % 3 == 2
         folder.mkdir(parents=True, exist_ok=True)
         for index, path in enumerate(views["path"]):
-            dataset = _image(study, index, np.asarray(Image.open(path).convert("L")), monochrome1)
+            gray = Image.open(path).convert("L")
+            if long_side:
+                scale = long_side / max(gray.size)
+                gray = gray.resize((round(gray.width * scale), round(gray.height * scale)), Image.Resampling.BICUBIC)
+            dataset = _image(study, index, np.asarray(gray), monochrome1)
             _save(dataset, folder / f"IMG{index + 1:04d}.dcm", transfer_syntax)
         folders.append(folder)
         rows.append(

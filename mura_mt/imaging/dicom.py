@@ -72,14 +72,32 @@ def _to_display(pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     if photometric == "RGB" or pixels.ndim == 3:
         luma = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
         return scale_to_uint8(luma, 0.0, float(np.iinfo(pixels.dtype).max) if pixels.dtype.kind in "ui" else None)
-    values = apply_modality_lut(pixels, dataset)
     has_window = "WindowCenter" in dataset or "VOILUTSequence" in dataset
-    if has_window:
-        values = apply_voi_lut(values, dataset, prefer_lut=True)
-        display = scale_to_uint8(values)
-    else:  # documented fallback: robust range of the data itself
-        low, high = np.percentile(values, [0.5, 99.5])
-        display = scale_to_uint8(values, float(low), float(high))
-    if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
-        display = 255 - display
-    return display
+    if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
+        # The modality and VOI LUTs map each stored value on its own, so they run once per possible value (at most
+        # 65,536) and the image takes a lookup: 67 -> 12 ms for a 2,048 px CR, the same bytes (tests/test_dicom.py).
+        offset = int(pixels.min())
+        index = pixels.astype(np.int32) - offset if pixels.dtype.kind == "i" else pixels - offset
+        stored = np.arange(offset, int(pixels.max()) + 1).astype(pixels.dtype)
+        table = apply_modality_lut(stored, dataset)
+        if has_window:
+            table = apply_voi_lut(table, dataset, prefer_lut=True)
+            steps = np.diff(table)
+            if (steps >= 0).all() or (steps <= 0).all():  # monotonic (every window function): the ends are present
+                present = table[[0, -1]]
+            else:  # a VOI LUT may go up and down: the values the image really holds
+                present = table[np.bincount(index.ravel(), minlength=len(stored)) > 0]
+            lut = scale_to_uint8(table, float(present.min()), float(present.max()))
+            return _inverted(lut, photometric)[index]
+        values = table[index]
+    else:
+        values = apply_modality_lut(pixels, dataset)
+        if has_window:
+            return _inverted(scale_to_uint8(apply_voi_lut(values, dataset, prefer_lut=True)), photometric)
+    low, high = np.percentile(values, [0.5, 99.5])  # documented fallback: robust range of the data itself
+    return _inverted(scale_to_uint8(values, float(low), float(high)), photometric)
+
+
+def _inverted(display: np.ndarray, photometric: str) -> np.ndarray:
+    """Low values are white in MONOCHROME1."""
+    return 255 - display if photometric == "MONOCHROME1" else display

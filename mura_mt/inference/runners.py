@@ -63,6 +63,7 @@ class TorchRunner:
 
     name = "torch"
     why = "given"  # why this runner serves (``make_runner`` says)
+    batch_size = 32  # images per forward in bulk work: bf16 at 16-32 is 1.7x batch 1 per image (docs/benchmarks.md)
 
     def __init__(self, model: MultiTaskNet, device: str | torch.device = "cpu", precision: str = "fp32"):
         self.device = torch.device(device)
@@ -124,6 +125,9 @@ class OnnxRunner:
 
         self.name = name
         self.why = "given"
+        # Images per forward in bulk work: ONNX Runtime's per-image time is flat from batch 4 up (5.6-5.9 ms int8 at
+        # 224 px on 2 cores) and small batches keep the decoding threads' next batch ready sooner.
+        self.batch_size = 8
         self.device = torch.device("cpu")
         self.precision = "int8" if name == "onnx-int8" else "fp32"
         self.graph = Path(graph)
