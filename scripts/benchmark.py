@@ -12,9 +12,11 @@ training (per process, on CUDA when present, else the CPU; mura_mt/bench/trainin
 inference (mura_mt/bench/inference.py, runtimes.py and, for the app, serving.py): Predictor latencies (in the runtime
     ``--runtime auto`` picks, and in PyTorch fp32) against a bare resnet18 forward and against the two-stage design
     (two_stage_ratio, goal <= 0.55), throughput at batch 1/8/32 in fp32 and bf16, PyTorch against ONNX Runtime
-    fp32 and int8 at 224 and 320 px, batch 1 and 16, with and without Grad-CAM (``runtimes``), bulk prediction
-    against sequential calls, parameters and resident memory of one model vs eight, and the real app through
-    gradio_client: cold start, requests/s and p50/p95 at concurrency 1, 4 and 16.
+    fp32 and int8 at 224 and 320 px, batch 1 and 16, with and without Grad-CAM (``runtimes``), what the default
+    runtime serves against PyTorch fp32 on unseen images: speed, agreement and warnings (``default_runtime.py``),
+    bulk prediction on PNG and DICOM against sequential calls with the cores' physical limit (``bulk.py``),
+    parameters and resident memory of one model vs eight, and the real app through gradio_client: cold start,
+    requests/s and p50/p95 at concurrency 1, 4 and 16.
 dicom (mura_mt/bench/dicom.py): synthetic studies through a real Orthanc -> scripts/dicom_node.py -> Orthanc on
     loopback: studies_per_min, p50_s/p95_s from a study's quiet period ending to its SR stored in Orthanc, and
     throughput_ratio against in-process Predictor.predict_study with Grad-CAM (goal >= 0.6).
@@ -40,6 +42,7 @@ import torch
 
 from mura_mt.bench.dicom import dicom_block
 from mura_mt.bench.bulk import bulk_block
+from mura_mt.bench.default_runtime import default_block
 from mura_mt.bench.inference import inference_block
 from mura_mt.bench.runtimes import runtime_block
 from mura_mt.bench.serving import serving_block
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["training"] = training_block(args, device)
     if args.only in (None, "inference"):
         report["inference"] = inference_block(args.image_size, args.quick, device)
+        report["inference"]["default"] = default_block(Path(args.checkpoint or DEMO_CHECKPOINT), args.quick)
         report["inference"]["runtimes"] = runtime_block(Path(args.checkpoint or DEMO_CHECKPOINT), args.quick)
         report["inference"]["bulk"] = bulk_block(args.checkpoint or str(DEMO_CHECKPOINT), args.quick)
         report["inference"]["serving"] = serving_block(args.checkpoint, args.quick)

@@ -236,6 +236,21 @@ print(type(model).__name__, "timm" in sys.modules, model.training)
     assert done.stdout.splitlines()[-2:] == ["[]", "MultiTaskNet True False"]
 
 
+@pytest.mark.skipif(not cpu_int8_kind(), reason="int8 is picked on x86 CPUs with VNNI or AVX2 only")
+def test_the_default_agrees_with_fp32_within_the_gate_on_studies_it_never_saw(tmp_path):
+    """175 fresh synthetic studies (another seed than the demo's training data): the default runtime's answers pass
+    the same gate its export passed, and its warning flags as few of them as fp32's does."""
+    from mura_mt.bench.default_runtime import agreement, fresh_tree
+
+    default = Predictor.from_pretrained(DEMO)
+    fp32 = Predictor.from_pretrained(DEMO, precision="fp32", runtime="torch")
+    table = read_mura_index(fresh_tree(tmp_path), "valid")
+    record = agreement(default, fp32, table, "fresh")
+    assert default.runtime == "onnx-int8" and record["studies"] == 175
+    assert record["passed"], record["failures"]
+    assert abs(record["warned_int8"] - record["warned_fp32"]) <= 0.01 * record["views"]
+
+
 def test_auto_says_why_it_does_not_serve_a_failed_int8_graph(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MURA_MT_RUNTIME", raising=False)
     checkpoint = shutil.copytree(DEMO, tmp_path / "ckpt")
