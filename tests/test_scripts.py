@@ -86,8 +86,13 @@ def test_benchmark_quick_smokes_every_figure(tmp_path, fresh_accelerator_state):
     assert inference["parameters"]["ratio"] == pytest.approx(1 / 8, rel=0.01)  # one ResNet-18 vs eight
     assert inference["resident_mb"]["one_model"] > 0 and inference["resident_mb"]["eight_models"] > 0
     assert inference["throughput"]["bf16_batch8_images_per_s"] > 0
-    assert inference["bulk"]["bulk_vs_sequential"] > 0 and inference["bulk"]["files"] == 8
-    assert inference["bulk"]["runtime"] in ("onnx", "torch") and inference["runtime_auto"] in ("onnx", "torch")
+    bulk = inference["bulk"]  # the same studies as PNG and as DICOM
+    assert bulk["bulk_vs_sequential"] > 0 and bulk["png_files"] == bulk["dicom_files"] > 0
+    assert 0 < bulk["bulk_images_per_s"] and bulk["limit_images_per_s"] > 0
+    assert bulk["runtime"] in ("onnx", "torch", "onnx-int8") and inference["runtime_auto"] in ("onnx", "torch")
+    default = inference["default"]  # what from_pretrained serves, against PyTorch fp32 on fresh studies
+    assert default["latency_ms"]["default_explain"] > 0 and default["fresh_synthetic"]["studies"] == 14
+    assert set(default["warnings"]) == {"torch", default["runtime"]}
     runtimes = inference["runtimes"]
     for setting in ("64px_batch1", "64px_batch4"):
         for variant in ("torch_fp32", "torch_fp32_captum_explain", "onnx_fp32", "onnx_fp32_explain", "onnx_int8"):
