@@ -129,7 +129,6 @@ def _check_ohif(orthanc_url: str, tmp_path: Path, originals: list[pydicom.Datase
     """OHIF's released viewer, on this Orthanc's DICOMweb, opens the study on its SR and draws the first region over
     its radiograph: most of the outline's points, projected where OHIF fits the image in its canvas, lie within a
     few pixels of the green it draws SR regions in (the radiograph itself is gray). The screenshot is kept."""
-    import numpy as np
 
     from tests.browser import chromium
     from tests.ohif import open_report, running_ohif

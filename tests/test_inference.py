@@ -79,7 +79,8 @@ def test_serving_config_is_read_from_the_checkpoint():
     assert Predictor.from_pretrained(DEMO).serving == serving
 
 
-def test_bulk_prediction_keeps_every_file_and_study(synthetic_root, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: each worker on a single-threaded session of its own (ONNX Runtime)
+def test_bulk_prediction_keeps_every_file_and_study(synthetic_root, tmp_path, workers):
     table = read_mura_index(synthetic_root, "valid")
     studies = {sid: group["path"].tolist() for sid, group in table.groupby("study_id", sort=False)}
     broken = tmp_path / "broken.png"
@@ -87,8 +88,14 @@ def test_bulk_prediction_keeps_every_file_and_study(synthetic_root, tmp_path):
     first = next(iter(studies))
     studies[first] = [*studies[first], str(broken)]
     predictor = Predictor.from_pretrained(DEMO)
-    rows = predict_files(predictor, studies, batch_size=5, progress=False)
+    rows = predict_files(predictor, studies, cam_dir=tmp_path, batch_size=5, workers=workers, progress=False)
     assert sorted(r["path"] for r in rows) == sorted(p for views in studies.values() for p in views)
+    assert len(list(tmp_path.glob("*_cam.png"))) == len(rows) - 1  # an overlay for every readable view
+    if workers > 1:  # the same rows, in the same order, as one model on every core
+        one = predict_files(predictor, studies, batch_size=5, workers=1, progress=False)
+        assert [r["path"] for r in rows] == [r["path"] for r in one]
+        probs = lambda table: [r.get("abnormal_prob", -1.0) for r in table]  # noqa: E731 (-1: the unreadable file)
+        assert probs(rows) == pytest.approx(probs(one), abs=1e-5)
     errors = [r for r in rows if r["error"]]
     assert [r["path"] for r in errors] == [str(broken)]
     for study, views in studies.items():

@@ -1,14 +1,17 @@
 """Bulk prediction over files: what ``scripts/predict.py`` runs and the benchmark measures.
 
 Studies (lists of image files) are packed into batches of about ``batch_size`` images (the runtime's own size by
-default) without splitting a study; each batch is ONE forward through ``Predictor.predict_studies``, while a thread
-per usable core decodes the next batch and writes Grad-CAM overlays. On 2 cores this reaches 88 % of the rate the
-cores allow when decoding and the model keep both busy (``mura_mt.bench.bulk``). An unreadable file becomes a row
-with its error, never a silent gap.
+default) without splitting a study; each batch is ONE forward through ``Predictor.predict_studies``. With ONNX
+Runtime, each of a thread per usable core decodes a batch and runs it on a one-thread session of its own; with
+PyTorch (whose threads are the process's), one model runs on every core while threads decode the next batch. Both
+write Grad-CAM overlays in the background. On 2 cores the first reaches 82 % of the rate the cores allow
+(``mura_mt.bench.bulk``). An unreadable file becomes a row with its error, never a silent gap.
 """
 
 from __future__ import annotations
 
+import hashlib
+import queue
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -36,15 +39,37 @@ def predict_files(
     workers = workers or usable_cores()  # more decoding threads than cores only fight for them (measured)
     order = list(studies)
     chunks = pack_studies(order, {s: len(studies[s]) for s in order}, batch_size)
+    lanes = predictor.runner.single_threaded(workers) if workers > 1 else None
     rows: list[dict] = []
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,  # leaving it waits for the last overlay files
         tqdm(total=sum(len(v) for v in studies.values()), desc="predict", disable=not progress) as bar,
     ):
-        for chunk, decoded in _prefetched(predictor, chunks, studies, pool):
-            rows += _predict_chunk(predictor, chunk, decoded, studies, body_part, cam_dir, pool)
-            bar.update(sum(len(studies[s]) for s in chunk))
+        if lanes:  # each worker decodes its chunk and runs it on a model of its own, one thread each
+            free: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
+            for runner in lanes:
+                free.put(Predictor(None, predictor.serving, ood=predictor.ood, runner=runner))
+            done = [pool.submit(_lane_chunk, free, chunk, studies, body_part, cam_dir, pool) for chunk in chunks]
+            for chunk, future in zip(chunks, done):
+                rows += future.result()
+                bar.update(sum(len(studies[s]) for s in chunk))
+        else:  # one model on every core; threads decode the next chunk meanwhile
+            for chunk, decoded in _prefetched(predictor, chunks, studies, pool):
+                ready = {study: [future.result() for future in futures] for study, futures in decoded.items()}
+                rows += _predict_chunk(predictor, chunk, ready, studies, body_part, cam_dir, pool)
+                bar.update(sum(len(studies[s]) for s in chunk))
     return rows
+
+
+def _lane_chunk(free: queue.SimpleQueue, chunk: list[str], studies: dict[str, list[str]], body_part: str | None,
+                cam_dir: Path | None, pool: ThreadPoolExecutor) -> list[dict]:  # fmt: skip
+    """A chunk decoded and answered in this thread, on the first free single-threaded Predictor."""
+    predictor = free.get()
+    try:
+        decoded = {study: [_prepare(predictor, path) for path in studies[study]] for study in chunk}
+        return _predict_chunk(predictor, chunk, decoded, studies, body_part, cam_dir, pool)
+    finally:
+        free.put(predictor)
 
 
 def pack_studies(studies: list[str], sizes: dict[str, int], batch_size: int) -> list[list[str]]:
@@ -84,7 +109,7 @@ def _prefetched(
 def _predict_chunk(
     predictor: Predictor,
     chunk: list[str],
-    decoded: dict[str, list[Future]],
+    decoded: dict[str, list[PreparedImage | str]],
     studies: dict[str, list[str]],
     body_part: str | None,
     cam_dir: Path | None,
@@ -93,7 +118,7 @@ def _predict_chunk(
     """One forward for all readable views of the chunk's studies; rows in input order, errors included."""
     rows, readable = [], {}
     for study in chunk:
-        items = [(path, future.result()) for path, future in zip(studies[study], decoded[study])]
+        items = list(zip(studies[study], decoded[study]))
         rows += [{"path": path, "study": study, "error": item} for path, item in items if isinstance(item, str)]
         good = [(path, item) for path, item in items if not isinstance(item, str)]
         if good:
@@ -107,9 +132,16 @@ def _predict_chunk(
         rows += _study_rows(study, views, result)
         if cam_dir is not None:
             for (path, item), view in zip(views, result.views):
-                name = "_".join(Path(path).with_suffix("").parts[-3:]) + "_cam.png"
-                pool.submit(lambda image=item.gray, heat=view.heatmap, to=cam_dir / name: overlay(image, heat).save(to))
+                to = cam_dir / overlay_name(path)
+                pool.submit(lambda image=item.gray, heat=view.heatmap, to=to: overlay(image, heat).save(to))
     return rows
+
+
+def overlay_name(path: str) -> str:
+    """The overlay's file name: the image's last four path parts (MURA's part, patient, study, image), readable, and
+    a digest of its whole path, unique (a MURA patient id spans body parts: patient/study/image alone collided)."""
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return "_".join([*Path(path).with_suffix("").parts[-4:], digest]) + "_cam.png"
 
 
 def _study_rows(study: str, views: list[tuple[str, PreparedImage]], result: StudyPrediction) -> list[dict]:
