@@ -18,7 +18,9 @@ from pathlib import Path
 from tests.services import required
 
 PROXY_ADDRESS = "127.0.0.2"
-CONFIG = """
+# What every nginx here shares: one worker in the foreground, its pid, logs and temp folders in its own folder; the
+# http block's own lines follow (``running_nginx``).
+PRELUDE = """
 worker_processes 1;
 daemon off;
 pid {folder}/nginx.pid;
@@ -28,6 +30,8 @@ http {{
   access_log {folder}/access.log;
   client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fastcgi;
   uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
+"""
+CONFIG = """
   client_max_body_size 25m;
   # the identity provider's groups, as oauth2-proxy would pass them on
   map $remote_user $groups {{ {groups} default "staff"; }}
@@ -59,13 +63,13 @@ def nginx_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def running_nginx(folder: Path, port: int, config: str) -> Iterator[str]:
-    """Debian's nginx as a plain process on ``config`` (an http block listening on 127.0.0.1:``port``; its logs and
-    temp folders in ``folder``), as root when the tests run as root; yields http://127.0.0.1:PORT once it listens,
-    RuntimeError (with its error log) when it does not."""
+def running_nginx(folder: Path, port: int, http: str) -> Iterator[str]:
+    """Debian's nginx as a plain process: ``PRELUDE``, then ``http`` (the rest of the http block, closing it, with
+    a server listening on 127.0.0.1:``port``), its logs and temp folders in ``folder``, as root when the tests run
+    as root; yields http://127.0.0.1:PORT once it listens, RuntimeError (with its error log) when it does not."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "nginx.conf"
-    path.write_text(("user root;\n" if os.geteuid() == 0 else "") + config)
+    path.write_text(("user root;\n" if os.geteuid() == 0 else "") + PRELUDE.format(folder=folder) + http)
     with open(folder / "stdout.log", "w") as log:
         proc = subprocess.Popen([nginx_binary(), "-c", str(path), "-p", str(folder)], stdout=log,
                                 stderr=subprocess.STDOUT)  # fmt: skip
@@ -88,8 +92,7 @@ def running_nginx(folder: Path, port: int, config: str) -> Iterator[str]:
 @contextlib.contextmanager
 def _running(folder: Path, port: int, upstream: int, htpasswd: Path, groups: dict[str, str]) -> Iterator[str]:
     mapped = " ".join(f'{user} "{value}";' for user, value in groups.items())
-    config = CONFIG.format(folder=folder, port=port, upstream=upstream, htpasswd=htpasswd, bind=PROXY_ADDRESS,
-                           groups=mapped)  # fmt: skip
+    config = CONFIG.format(port=port, upstream=upstream, htpasswd=htpasswd, bind=PROXY_ADDRESS, groups=mapped)
     with running_nginx(folder, port, config) as url:
         yield url + "/"
 

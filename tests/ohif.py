@@ -61,17 +61,8 @@ APP_CONFIG = """window.config = {
 };
 """
 NGINX = """
-worker_processes 1;
-daemon off;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-events {{ worker_connections 256; }}
-http {{
   include /etc/nginx/mime.types;
   types {{ application/wasm wasm; }}
-  access_log {folder}/access.log;
-  client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fastcgi;
-  uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
   server {{
     listen 127.0.0.1:{port};
     root {root};

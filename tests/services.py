@@ -10,13 +10,18 @@ from collections.abc import Iterator
 import pytest
 
 
-@contextlib.contextmanager
-def required(installed: bool, in_ci: str, locally: str, starting) -> Iterator:
-    """Yields what ``starting`` (a context manager that raises RuntimeError when it cannot start) yields."""
-    if not installed:
+def needed(present: bool, in_ci: str, locally: str) -> None:
+    """Nothing when ``present``; else a skip here (``locally`` says what to install) and a failure in CI."""
+    if not present:
         if os.environ.get("CI"):
             pytest.fail(in_ci)
         pytest.skip(locally)
+
+
+@contextlib.contextmanager
+def required(installed: bool, in_ci: str, locally: str, starting) -> Iterator:
+    """Yields what ``starting`` (a context manager that raises RuntimeError when it cannot start) yields."""
+    needed(installed, in_ci, locally)
     try:
         value = starting.__enter__()
     except RuntimeError as err:

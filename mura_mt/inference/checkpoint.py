@@ -87,8 +87,9 @@ def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
 
 def load_checkpoint(path_or_hub_id: str | Path) -> tuple[MultiTaskNet, dict[str, Any]]:
     """Rebuild the model from a checkpoint folder (or Hub id); returns (model in eval mode, config dict)."""
-    state, config = read_checkpoint(path_or_hub_id)
-    return model_from_state(state, config, resolve_checkpoint(path_or_hub_id)), config
+    directory = resolve_checkpoint(path_or_hub_id)
+    state, config = read_checkpoint(directory)
+    return model_from_state(state, config, directory), config
 
 
 def read_checkpoint(path_or_hub_id: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -230,7 +230,7 @@ def resolve_runtime(
 
     - PyTorch on CUDA (ZeroGPU included), and whenever bf16 is asked for;
     - with precision auto, on a CPU with AVX-512 VNNI, AVX-VNNI or AVX2: the checkpoint's int8 graph when its
-      accuracy gate passed (``int8_problem`` None; 0.5x PyTorch fp32's time with Grad-CAM at batch 1 on a VNNI CPU);
+      accuracy gate passed (``int8_problem`` None; 0.42x PyTorch fp32's time with Grad-CAM at batch 1 on a VNNI CPU);
     - otherwise PyTorch bf16 on CPUs that compute bf16 natively, ONNX Runtime fp32 on the others (and whenever fp32
       is asked for); the choice says why int8 was not taken.
 
@@ -277,11 +277,13 @@ def make_runner(
     ``model``: the network, or a function that builds it (the int8 graph may never need it; then give the anomaly
     head's weights too)."""
     device = torch.device(device)
-    int8_graph, int8_problem = None, None
-    try:
-        int8_graph = verified_int8_graph(directory, config)
-    except RuntimeChoiceError as err:
-        int8_problem = str(err)
+    runtime = runtime or os.environ.get(RUNTIME_ENV) or "auto"
+    int8_graph, int8_problem = None, "not asked for"
+    if runtime in ("auto", "onnx-int8"):  # hashing the graph and its statistics only where int8 may serve
+        try:
+            int8_graph, int8_problem = verified_int8_graph(directory, config), None
+        except RuntimeChoiceError as err:
+            int8_problem = str(err)
     chosen = resolve_runtime(runtime, device, precision, int8_problem)
     if chosen.name == "onnx-int8":
         if int8_graph is None:
